@@ -1,0 +1,766 @@
+#!/usr/bin/env python3
+"""rcache benchmark suite: native vs rcache vs SCAN purge vs Lua tag sets.
+
+Usage: python3 bench/bench.py {full|quick|smoke} [options]   (see bench/README.md)
+
+Every scheme gets its own freshly started redis-server (same binary, same
+config, loopback only, no persistence, no maxmemory); all of them stay up
+during the run so that every repetition measures the schemes back to back and
+ratios are computed pair by pair.
+"""
+import argparse
+import datetime
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from array import array
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # keep bench/ free of __pycache__
+
+import redis  # noqa: E402
+
+from resp import Raw, RespError, encode  # noqa: E402
+import schemes as S  # noqa: E402
+
+REPO = os.path.dirname(HERE)
+DEFAULT_MODULE = os.path.join(REPO, "target", "release", "librcache.so")
+
+ENTRIES_PER_PHASE = 10
+VARIANTS_PER_MATCH = (1, 2, 3, 1, 3)  # 5 match paths, 10 entries per phase
+assert sum(VARIANTS_PER_MATCH) == ENTRIES_PER_PHASE
+
+MODES = {
+    # n: entries; fan: (phases per tournament, tournaments per site)
+    "full": dict(n=1_000_000, fan=(100, 100), reps=3, tp_keys=100_000,
+                 n_p16=1_000_000, n_p1=200_000, time_limit=3 * 3600),
+    "quick": dict(n=100_000, fan=(100, 100), reps=3, tp_keys=20_000,
+                  n_p16=100_000, n_p1=20_000, time_limit=600),
+    "smoke": dict(n=3_000, fan=(10, 10), reps=2, tp_keys=500,
+                  n_p16=4_000, n_p1=1_000, time_limit=120),
+}
+CLIENTS = 50
+LUA_N_DIVISOR = 4
+SIZES = (1024, 100)
+
+
+class CheckFailed(Exception):
+    pass
+
+
+# ----------------------------------------------------------------- utilities
+def log(*a):
+    print(*a, flush=True)
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def pct(xs, p):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    k = min(len(xs) - 1, max(0, int(round(p / 100.0 * (len(xs) - 1)))))
+    return xs[k]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Server:
+    """One redis-server on 127.0.0.1:<free port>, killed by stop()."""
+
+    def __init__(self, name, workdir, module=None, binary="redis-server"):
+        self.name = name
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.module = module
+        self.binary = binary
+        self.proc = None
+        self.port = None
+        self.r = None
+
+    def start(self):
+        last = None
+        for _ in range(3):
+            self.port = free_port()
+            args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                    "--save", "", "--appendonly", "no", "--daemonize", "no",
+                    "--dir", self.dir, "--logfile", "redis.log",
+                    "--protected-mode", "yes", "--maxmemory", "0"]
+            if self.module:
+                args += ["--loadmodule", self.module]
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    r = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=600)
+                    r.ping()
+                    self.r = r
+                    return self
+                except redis.exceptions.ConnectionError:
+                    time.sleep(0.05)
+            last = self.log_tail()
+            self.stop()
+        raise RuntimeError("redis-server %s did not start:\n%s" % (self.name, last))
+
+    def log_tail(self, n=15):
+        try:
+            with open(os.path.join(self.dir, "redis.log")) as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def info(self, section):
+        return self.r.info(section)
+
+    def cmdstats(self):
+        out = {}
+        for k, v in self.r.info("commandstats").items():
+            if k.startswith("cmdstat_"):
+                out[k[len("cmdstat_"):]] = v
+        return out
+
+    def used_memory(self):
+        return int(self.r.info("memory")["used_memory"])
+
+
+def cmd_delta(before, after, name):
+    a = after.get(name, {})
+    b = before.get(name, {})
+    return {k: a.get(k, 0) - b.get(k, 0) for k in ("calls", "usec", "failed_calls", "rejected_calls")}
+
+
+# ------------------------------------------------------------------ workload
+class Workload:
+    """N entries on /s/<sid>/t/<tid>/phase/<pid>/match/<mid>, 1-3 variants per path."""
+
+    def __init__(self, n, phases_per_t, ts_per_site):
+        if n % ENTRIES_PER_PHASE:
+            raise ValueError("N must be a multiple of %d" % ENTRIES_PER_PHASE)
+        self.n = n
+        self.n_phases = n // ENTRIES_PER_PHASE
+        self.ppt = phases_per_t
+        self.tps = ts_per_site
+        self.levels = []  # (M, level name, phases per unit)
+        for name, unit in (("phase", 1), ("tournament", phases_per_t),
+                           ("site", phases_per_t * ts_per_site)):
+            if self.n_phases >= unit:
+                self.levels.append((unit * ENTRIES_PER_PHASE, name, unit))
+
+    def phase_prefix(self, g):
+        per_site = self.ppt * self.tps
+        return "/s/%d/t/%d/phase/%d" % (g // per_site, (g // self.ppt) % self.tps, g % self.ppt)
+
+    def entries(self, g0, g1):
+        for g in range(g0, g1):
+            base = self.phase_prefix(g)
+            for m, nv in enumerate(VARIANTS_PER_MATCH):
+                path = "%s/match/%d" % (base, g * 5 + m)
+                for v in range(nv):
+                    yield path, v
+
+    def target(self, unit, rep):
+        """Prefix covering exactly `unit` phases, different for each rep."""
+        n_units = self.n_phases // unit
+        u = (rep * 7919 + 3) % n_units
+        g0 = u * unit
+        g1 = g0 + unit
+        parts = self.phase_prefix(g0).split("/")  # ['', 's', sid, 't', tid, 'phase', pid]
+        if unit == 1:
+            prefix = "/".join(parts)
+        elif unit == self.ppt:
+            prefix = "/".join(parts[:5])
+        else:
+            prefix = "/".join(parts[:3])
+        return prefix, g0, g1
+
+    def neighbour(self, g0, g1):
+        """A phase index outside [g0, g1) (None if the target is everything)."""
+        if g1 < self.n_phases:
+            return g1
+        if g0 > 0:
+            return g0 - 1
+        return None
+
+
+TP_PATH = "/s/tp%d/t/0/phase/0/match/"  # throughput keyspace: + 12-digit id
+PROBE_PATH = "/probe/0"
+
+
+def tp_paths(size, k):
+    base = TP_PATH % size
+    return ("%s%012d" % (base, i) for i in range(k))
+
+
+# ------------------------------------------------------------------ prober
+def _probe_loop(conn, ready, stop):
+    """Child process: on ('run', port, cmd, max_s) issue cmd in a tight loop
+    until `stop` is set, then send back (starts, latencies, errors, misses)."""
+    raws = {}
+    pc = time.perf_counter_ns
+    while True:
+        msg = conn.recv()
+        if msg[0] == "quit":
+            break
+        _, port, cmd, max_s = msg
+        try:
+            raw = raws.get(port)
+            if raw is None:
+                raw = raws[port] = Raw(port)
+            st = array("q")
+            lat = array("q")
+            errors = misses = 0
+            raw.call_raw(cmd)
+            end = pc() + int(max_s * 1e9)
+            ready.set()
+            while not stop.is_set():
+                t0 = pc()
+                r = raw.call_raw(cmd)
+                t1 = pc()
+                st.append(t0)
+                lat.append(t1 - t0)
+                if r is None:
+                    misses += 1
+                elif isinstance(r, RespError):
+                    errors += 1
+                if t1 > end:
+                    break
+            conn.send((st.tobytes(), lat.tobytes(), errors, misses, None))
+        except Exception as e:  # reported to the parent
+            ready.set()
+            conn.send((b"", b"", 0, 0, repr(e)))
+    for raw in raws.values():
+        raw.close()
+
+
+class Prober:
+    """A second process issuing GETs in a tight loop, recording each latency.
+
+    The process is long-lived (forked once) so that fork/copy-on-write costs
+    do not show up as latency; each window() runs one measuring loop."""
+
+    def __init__(self):
+        ctx = mp.get_context("fork")
+        self.ready = ctx.Event()
+        self.stop_ev = ctx.Event()
+        self.conn, child = ctx.Pipe()
+        self.p = ctx.Process(target=_probe_loop, args=(child, self.ready, self.stop_ev), daemon=True)
+        self.p.start()
+
+    def begin(self, port, cmd, max_s=60):
+        self.stop_ev.clear()
+        self.ready.clear()
+        self.conn.send(("run", port, cmd, max_s))
+        if not self.ready.wait(10):
+            raise RuntimeError("prober did not start")
+
+    def end(self):
+        self.stop_ev.set()
+        if not self.conn.poll(70):
+            raise RuntimeError("prober did not stop")
+        st, lat, errors, misses, err = self.conn.recv()
+        if err:
+            raise RuntimeError("prober failed: " + err)
+        a, b = array("q"), array("q")
+        a.frombytes(st)
+        b.frombytes(lat)
+        return a, b, errors, misses
+
+    def close(self):
+        try:
+            if self.p.is_alive():
+                self.stop_ev.set()
+                self.conn.send(("quit",))
+                self.p.join(5)
+        finally:
+            if self.p.is_alive():
+                self.p.kill()
+                self.p.join(5)
+
+
+# ------------------------------------------------------------------ runner
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.mode = args.mode
+        cfg = dict(MODES[args.mode])
+        for k in ("n", "reps", "tp_keys"):
+            if getattr(args, k, None):
+                cfg[k] = getattr(args, k)
+        self.cfg = cfg
+        self.wl = Workload(cfg["n"], *cfg["fan"])
+        self.value = {sz: self._value(sz) for sz in SIZES}
+        self.failures = []
+        self.warnings = []
+        self.servers = {}
+        self.schemes = {}
+        self.res = {"mode": self.mode, "cfg": {k: v for k, v in cfg.items()},
+                    "throughput": {}, "purge": {}, "memory": {}, "checks": []}
+        self.t_start = time.time()
+
+    @staticmethod
+    def _value(size):
+        rnd = random.Random(size)
+        alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+        return bytes(rnd.choice(alphabet) for _ in range(size))
+
+    # -- checks
+    def check(self, ok, what):
+        self.res["checks"].append((bool(ok), what))
+        if not ok:
+            self.failures.append(what)
+            log("  CHECK FAILED: " + what)
+            if self.mode == "smoke" and not self.args.keep_going:
+                raise CheckFailed(what)
+        return ok
+
+    def warn(self, what):
+        self.warnings.append(what)
+        log("  WARNING: " + what)
+
+    # -- setup
+    def start(self, names, module, workdir):
+        for name in names:
+            srv = Server(name, workdir, module=module if name == "rcache" else None,
+                         binary=self.args.redis_server)
+            srv.start()
+            self.servers[name] = srv
+            sch = S.ALL[name](srv)
+            sch.connect()
+            self.schemes[name] = sch
+            log("  started %-6s redis-server on 127.0.0.1:%d" % (name, srv.port))
+
+    def stop(self):
+        for sch in self.schemes.values():
+            try:
+                sch.close()
+            except Exception:
+                pass
+        for srv in self.servers.values():
+            srv.stop()
+
+    def load(self, sch, entries, size, what):
+        value = self.value[size]
+        t0 = time.time()
+        n, errors = sch.raw.pipeline(sch.load_cmd(p, v, value) for p, v in entries)
+        self.check(not errors, "%s: load %s without errors (first: %s)" % (sch.name, what, errors[:1]))
+        return n, time.time() - t0
+
+    # -- phase 1: load + memory
+    def phase_load(self):
+        wl = self.wl
+        n = wl.n
+        log("\n== load: N=%d entries (%d paths, 1 KB values) per scheme" % (n, wl.n_phases * 5))
+        for name, sch in self.schemes.items():
+            srv = sch.server
+            m0 = srv.used_memory()
+            idx0 = self.rcache_info(srv).get("rcache_index_bytes") if name == "rcache" else None
+            cnt, dt = self.load(sch, wl.entries(0, wl.n_phases), 1024, "N entries")
+            m1 = srv.used_memory()
+            mem = {"used_memory_delta": m1 - m0, "per_entry": (m1 - m0) / n, "load_s": dt}
+            dbsize = srv.r.dbsize()
+            if name == "rcache":
+                info = self.rcache_info(srv)
+                ent = info.get("rcache_entries")
+                self.check(ent == n, "rcache: INFO rcache_entries == N after load (got %r)" % ent)
+                ib = info.get("rcache_index_bytes")
+                if ib is None:
+                    self.warn("INFO rcache has no rcache_index_bytes field: index bytes/entry is n/a")
+                    mem["index_bytes"] = None
+                else:
+                    mem["index_bytes"] = ib
+                    mem["index_bytes_base"] = idx0 or 0
+                    mem["index_per_entry"] = (ib - (idx0 or 0)) / n
+                self.check(dbsize == n, "rcache: DBSIZE == N after load (got %d)" % dbsize)
+            elif name == "lua":
+                self.check(dbsize > n, "lua: DBSIZE > N after load (entries + tag sets; got %d)" % dbsize)
+                mem["tag_sets"] = dbsize - n
+            else:
+                self.check(dbsize == n, "%s: DBSIZE == N after load (got %d)" % (name, dbsize))
+            self.res["memory"][name] = mem
+            log("  %-6s loaded %d in %.1fs (%.0f/s), used_memory +%.1f MB = %.0f B/entry%s" % (
+                name, cnt, dt, cnt / dt if dt else 0, (m1 - m0) / 1e6, mem["per_entry"],
+                (", index %.1f B/entry" % mem["index_per_entry"]) if mem.get("index_per_entry") is not None else ""))
+        nat = self.res["memory"].get("native")
+        if nat:
+            for name, mem in self.res["memory"].items():
+                mem["over_native_per_entry"] = mem["per_entry"] - nat["per_entry"]
+        # sample reads: each scheme serves what it stored
+        for name, sch in self.schemes.items():
+            for (p, v) in [next(wl.entries(0, 1)), next(wl.entries(wl.n_phases - 1, wl.n_phases))]:
+                self.check(sch.is_live(p, v), "%s: entry %s v%d readable after load" % (name, p, v))
+        if "rcache" in self.schemes:
+            self.check_key_names()
+
+    def rcache_info(self, srv):
+        try:
+            return srv.r.info("rcache")
+        except redis.exceptions.ResponseError:
+            return {}
+
+    def check_key_names(self):
+        """Native keys must have the same length as rcache's real keys."""
+        rc = self.schemes["rcache"]
+        nat = S.Native(None)
+        rows = []
+        for path in ("/s/1/t/2/phase/3/match/4", (TP_PATH % 1024) + "000000000001"):
+            for v in (0, 1, 2):
+                real = rc.real_key(path, v)
+                mine = nat.key(path, v)
+                rows.append((path, v, real, len(real), len(mine)))
+                if len(real) != len(mine):
+                    self.warn("RCACHE.KEY %s v%d = %r (len %d) but native key len %d: key lengths differ"
+                              % (path, v, real, len(real), len(mine)))
+        p, v = next(self.wl.entries(0, 1))
+        real = rc.real_key(p, v)
+        self.check(rc.server.r.exists(real) == 1, "rcache: RCACHE.KEY %s names an existing key (%r)" % (p, real))
+        self.check(real.startswith("rcache:") and p in real, "rcache: key %r starts with rcache: and contains the path" % real)
+        self.res["key_names"] = rows
+
+    # -- phase 2: throughput
+    def throughput_cases(self):
+        cases = []
+        for size in SIZES:
+            for pl in (16, 1):
+                for op in ("GET", "SET"):
+                    cases.append((op, size, pl, 0))
+        cases.append(("GET", 1024, 16, 2))
+        cases.append(("SET", 1024, 16, 2))
+        return cases
+
+    def phase_throughput(self):
+        k = self.cfg["tp_keys"]
+        names = [n for n in ("native", "rcache", "lua") if n in self.schemes]
+        log("\n== throughput: redis-benchmark -c %d, keyspace %d random keys, %d reps" % (CLIENTS, k, self.cfg["reps"]))
+        for name in names:
+            sch = self.schemes[name]
+            for size in SIZES:
+                variants = (0, 2) if (size == 1024 and name != "lua") else (0,)
+                for v in variants:
+                    self.load(sch, ((p, v) for p in tp_paths(size, k)), size, "throughput keys %dB v%d" % (size, v))
+        cases = self.throughput_cases()
+        out = {}
+        for rep in range(self.cfg["reps"]):
+            for case in cases:
+                op, size, pl, v = case
+                cname = "%s %s %s%s" % (op, "1KB" if size == 1024 else "%dB" % size,
+                                        "P16" if pl == 16 else "P1", " query+vary" if v else "")
+                order = [n for n in names if not (op == "GET" and n == "lua") and not (n == "lua" and v)]
+                if rep % 2:
+                    order.reverse()
+                row = out.setdefault(cname, {"op": op, "size": size, "pipeline": pl, "variant": v, "rps": {}, "usec_per_call": {}})
+                for name in order:
+                    rps, upc = self.run_redis_benchmark(self.schemes[name], op, size, pl, v)
+                    row["rps"].setdefault(name, []).append(rps)
+                    row["usec_per_call"].setdefault(name, []).append(upc)
+            log("  rep %d done (%.0fs elapsed)" % (rep + 1, time.time() - self.t_start))
+        for cname, row in out.items():
+            row["ratio"] = {}
+            nat = row["rps"].get("native")
+            for name, xs in row["rps"].items():
+                if name != "native" and nat:
+                    row["ratio"][name] = [a / b for a, b in zip(xs, nat)]
+            log("  %-26s %s" % (cname, "  ".join(
+                "%s %.0f/s" % (n, med(xs)) for n, xs in row["rps"].items()) + "  " + "  ".join(
+                "%s/native %.3f" % (n, med(xs)) for n, xs in row["ratio"].items())))
+        self.res["throughput"] = out
+
+    def run_redis_benchmark(self, sch, op, size, pl, v):
+        k = self.cfg["tp_keys"]
+        path = (TP_PATH % size) + "__rand_int__"
+        args = sch.get_args(path, v) if op == "GET" else sch.set_args(path, v, self.value[size].decode())
+        n = self.cfg["n_p16"] if pl == 16 else self.cfg["n_p1"]
+        if sch.name == "lua":
+            n = max(1000, n // LUA_N_DIVISOR)  # ~5x slower: keep each run about as long
+        srv = sch.server
+        stat = sch.get_cmd_stat if op == "GET" else sch.set_cmd_stat
+        before = srv.cmdstats()
+        ks0 = srv.info("stats") if op == "GET" else None
+        rc0 = self.rcache_info(srv) if (op == "GET" and sch.name == "rcache") else None
+        cmd = [self.args.redis_benchmark, "-h", "127.0.0.1", "-p", str(srv.port), "-c", str(CLIENTS),
+               "-n", str(n), "-r", str(k), "-P", str(pl), "--csv"] + args
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        after = srv.cmdstats()
+        d = cmd_delta(before, after, stat)
+        rps = 0.0
+        lines = [l for l in p.stdout.splitlines() if l.strip()]
+        if p.returncode == 0 and len(lines) >= 2:
+            try:
+                rps = float(lines[-1].split('","')[1].strip('"'))
+            except (IndexError, ValueError):
+                rps = 0.0
+        what = "%s %s %dB P%d v%d" % (sch.name, op, size, pl, v)
+        self.check(rps > 0, "%s: redis-benchmark reported throughput (rc=%d, stderr=%r)" % (what, p.returncode, p.stderr[-300:]))
+        self.check(d["calls"] >= n and d["failed_calls"] == 0 and d["rejected_calls"] == 0,
+                   "%s: server ran %d commands without errors (calls=%d failed=%d rejected=%d)"
+                   % (what, n, d["calls"], d["failed_calls"], d["rejected_calls"]))
+        if op == "GET":
+            if sch.name == "rcache":
+                rc1 = self.rcache_info(srv)
+                hits = rc1.get("rcache_hits", 0) - (rc0 or {}).get("rcache_hits", 0)
+            else:
+                hits = srv.info("stats")["keyspace_hits"] - ks0["keyspace_hits"]
+            self.check(hits >= 0.99 * n, "%s: GETs hit (%d hits of %d)" % (what, hits, n))
+        upc = d["usec"] / d["calls"] if d["calls"] else None
+        return rps, upc
+
+    # -- phase 3: purge
+    def phase_purge(self):
+        names = [n for n in ("rcache", "lua", "scan") if n in self.schemes]
+        log("\n== purge: M in %s, %d reps, concurrent GET prober" % ([m for m, _, _ in self.wl.levels], self.cfg["reps"]))
+        for name in names:
+            self.load(self.schemes[name], [(PROBE_PATH, 0)], 1024, "probe entry")
+            # warm the prober's connection to this server
+            self.prober.begin(self.servers[name].port, self.schemes[name].get_cmd(PROBE_PATH, 0))
+            time.sleep(0.02)
+            self.prober.end()
+        out = {}
+        for (M, level, unit) in self.wl.levels:
+            row = out.setdefault(str(M), {"level": level, "prefixes": [], "schemes": {}})
+            for rep in range(self.cfg["reps"]):
+                prefix, g0, g1 = self.wl.target(unit, rep)
+                row["prefixes"].append(prefix)
+                order = names[rep % len(names):] + names[:rep % len(names)]
+                for name in order:
+                    r = self.purge_once(self.schemes[name], prefix, g0, g1, M)
+                    s = row["schemes"].setdefault(name, {k: [] for k in r})
+                    for kk, vv in r.items():
+                        s[kk].append(vv)
+            for name, s in row["schemes"].items():
+                if name != "rcache" and "rcache" in row["schemes"]:
+                    rc = row["schemes"]["rcache"]
+                    s["wall_ratio_vs_rcache"] = [a / b if b else None for a, b in zip(s["wall_ms"], rc["wall_ms"])]
+                    s["busy_ratio_vs_rcache"] = [a / b if b else None for a, b in zip(s["busy_ms"], rc["busy_ms"])]
+            log("  M=%-7d %s" % (M, "  ".join("%s wall %.3f ms busy %.3f ms stall max %.3f ms" % (
+                n, med(s["wall_ms"]), med(s["busy_ms"]), med(s["stall_max_ms"]))
+                for n, s in row["schemes"].items())))
+        self.res["purge"] = out
+
+    def purge_once(self, sch, prefix, g0, g1, M):
+        srv = sch.server
+        wl = self.wl
+        before = srv.cmdstats()
+        rinfo0 = self.rcache_info(srv) if sch.name == "rcache" else None
+        probe_cmd = sch.get_cmd(PROBE_PATH, 0)
+        pr = self.prober
+        pr.begin(srv.port, probe_cmd)
+        try:
+            time.sleep(0.03)
+            t0 = time.perf_counter_ns()
+            removed = sch.purge(prefix)
+            t1 = time.perf_counter_ns()
+            time.sleep(0.01)
+        finally:
+            st, lat, perr, pmiss = pr.end()
+        after = srv.cmdstats()
+        busy_us = sum(cmd_delta(before, after, c)["usec"] for c in sch.purge_cmds)
+        fails = sum(cmd_delta(before, after, c)["failed_calls"] for c in sch.purge_cmds)
+        during = [l for s, l in zip(st, lat) if s < t1 and s + l > t0]
+        idle = [l for s, l in zip(st, lat) if s + l < t0]
+        what = "%s PURGE %s (M=%d)" % (sch.name, prefix, M)
+        self.check(removed == M, "%s: removed %r entries" % (what, removed))
+        self.check(fails == 0, "%s: no failed purge commands" % what)
+        self.check(len(st) > 0 and perr == 0 and pmiss == 0,
+                   "%s: concurrent prober got %d replies, %d errors, %d misses" % (what, len(st), perr, pmiss))
+        # covered entries really are gone, a neighbour is untouched
+        ents = list(wl.entries(g0, g1))
+        sample = [ents[0], ents[-1], ents[len(ents) // 2]]
+        self.check(not any(sch.is_live(p, v) for p, v in sample), "%s: covered entries are gone" % what)
+        nb = wl.neighbour(g0, g1)
+        if nb is not None:
+            p, v = next(wl.entries(nb, nb + 1))
+            self.check(sch.is_live(p, v), "%s: neighbour %s still readable" % (what, p))
+        self.check(sch.is_live(PROBE_PATH, 0), "%s: probe entry still readable" % what)
+        if sch.name == "rcache":
+            rinfo1 = self.rcache_info(srv)
+            if "rcache_entries" in rinfo1:
+                self.check(rinfo0["rcache_entries"] - rinfo1["rcache_entries"] == M,
+                           "%s: rcache_entries dropped by M (%d -> %d)" % (what, rinfo0["rcache_entries"], rinfo1["rcache_entries"]))
+        # refill so N stays constant for the next measurement
+        self.load(sch, iter(ents), 1024, "refill %s" % prefix)
+        return {
+            "removed": removed,
+            "wall_ms": (t1 - t0) / 1e6,
+            "busy_ms": busy_us / 1e3,
+            "stall_max_ms": (max(during) / 1e6) if during else None,
+            "stall_p99_ms": (pct(during, 99) / 1e6) if during else None,
+            "stall_samples": len(during),
+            "idle_p99_ms": (pct(idle, 99) / 1e6) if idle else None,
+            "idle_max_ms": (max(idle) / 1e6) if idle else None,
+        }
+
+    # -- driver
+    def run(self):
+        module = self.args.module
+        names = [n for n in self.args.schemes.split(",") if n]
+        if "rcache" in names and not os.path.exists(module):
+            if self.args.allow_missing_module:
+                self.warn("module %s not found: rcache not measured" % module)
+                names.remove("rcache")
+            else:
+                raise RuntimeError("module %s not found (build it with `cargo build --release`, "
+                                   "or pass --allow-missing-module)" % module)
+        self.res["env"] = env_info(self.args, module if "rcache" in names else None)
+        workdir = tempfile.mkdtemp(prefix="rcache-bench-")
+        try:
+            log("rcache bench, mode=%s N=%d reps=%d schemes=%s" % (self.mode, self.wl.n, self.cfg["reps"], ",".join(names)))
+            self.prober = Prober()  # forked early, while this process is small
+            self.start(names, module, workdir)
+            self.phase_load()
+            self.phase_throughput()
+            self.phase_purge()
+            for name, srv in self.servers.items():
+                self.check(srv.alive(), "%s: redis-server still running at the end" % name)
+        finally:
+            if getattr(self, "prober", None):
+                self.prober.close()
+            for name, srv in self.servers.items():
+                if not srv.alive() and srv.proc is not None:
+                    log("server %s died; log tail:\n%s" % (name, srv.log_tail()))
+            self.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+        self.res["elapsed_s"] = time.time() - self.t_start
+        self.res["failures"] = self.failures
+        self.res["warnings"] = self.warnings
+
+
+def env_info(args, module):
+    def sh(*cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except Exception:
+            return ""
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    e = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "redis": sh(args.redis_server, "--version"),
+        "cpu": "%s, %d cores" % (cpu, os.cpu_count() or 0),
+        "python": platform.python_version(),
+        "commit": sh("git", "-C", REPO, "rev-parse", "--short", "HEAD") or "(uncommitted)",
+    }
+    if module:
+        st = os.stat(module)
+        e["module"] = "%s (built %s)" % (os.path.relpath(module, REPO),
+                                          datetime.datetime.fromtimestamp(st.st_mtime).strftime("%Y-%m-%d %H:%M"))
+    return e
+
+
+# ------------------------------------------------------------------ main
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=sorted(MODES))
+    ap.add_argument("--module", default=os.environ.get("RCACHE_MODULE", DEFAULT_MODULE))
+    ap.add_argument("--schemes", default="native,rcache,scan,lua")
+    ap.add_argument("--allow-missing-module", action="store_true",
+                    help="measure the other schemes when the module is not built")
+    ap.add_argument("--n", type=int, help="override N")
+    ap.add_argument("--reps", type=int, help="override repetitions")
+    ap.add_argument("--tp-keys", dest="tp_keys", type=int, help="override throughput keyspace")
+    ap.add_argument("--out", help="markdown output (default: bench/RESULTS.md; smoke: a temp file)")
+    ap.add_argument("--json", help="raw results JSON (default: next to --out)")
+    ap.add_argument("--keep-going", action="store_true", help="smoke: do not stop at the first failed check")
+    ap.add_argument("--redis-server", default=shutil.which("redis-server") or "/usr/bin/redis-server")
+    ap.add_argument("--redis-benchmark", default=shutil.which("redis-benchmark") or "/usr/bin/redis-benchmark")
+    args = ap.parse_args(argv)
+
+    import report  # noqa: local module
+
+    def on_alarm(signum, frame):
+        raise TimeoutError("benchmark exceeded its time limit of %ds" % MODES[args.mode]["time_limit"])
+
+    def on_term(signum, frame):
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.alarm(MODES[args.mode]["time_limit"])
+
+    b = Bench(args)
+    status = 0
+    try:
+        b.run()
+    except CheckFailed as e:
+        status = 1
+        log("\nFAILED: " + str(e))
+    except Exception as e:
+        status = 2
+        traceback.print_exc()
+        b.failures.append("error: %r" % e)
+        log("\nERROR: %r" % e)
+    finally:
+        signal.alarm(0)
+    b.res["failures"] = b.failures
+    b.res["warnings"] = b.warnings
+    b.res.setdefault("elapsed_s", time.time() - b.t_start)
+
+    if args.out:
+        out = args.out
+    elif args.mode == "smoke":
+        out = os.path.join(tempfile.gettempdir(), "rcache-bench-smoke", "RESULTS.md")
+    else:
+        out = os.path.join(HERE, "RESULTS.md")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    js = args.json or os.path.join(os.path.dirname(os.path.abspath(out)), "results.json")
+    if status != 2 or b.res.get("memory"):
+        md = report.render(b.res)
+        with open(out, "w") as f:
+            f.write(md)
+        with open(js, "w") as f:
+            json.dump(b.res, f, indent=1, default=str)
+        print("\n" + md)
+        log("wrote %s and %s" % (out, js))
+    if b.failures and status == 0:
+        status = 1
+    n_ok = sum(1 for ok, _ in b.res["checks"] if ok)
+    n_bad = sum(1 for ok, _ in b.res["checks"] if not ok)
+    log("checks: %d passed, %d failed; elapsed %.1fs" % (n_ok, n_bad, b.res["elapsed_s"]))
+    if args.mode == "smoke" and b.res["elapsed_s"] > 60:
+        log("WARNING: smoke took %.1fs (budget 60s)" % b.res["elapsed_s"])
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

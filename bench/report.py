@@ -1,0 +1,223 @@
+"""Renders the benchmark results (dict from bench.py) as bench/RESULTS.md."""
+import statistics
+
+NA = "n/a"
+
+
+def med(xs):
+    xs = [x for x in (xs or []) if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def rng(xs):
+    xs = [x for x in (xs or []) if x is not None]
+    return (min(xs), max(xs)) if xs else (None, None)
+
+
+def f(x, fmt="%.3f"):
+    return NA if x is None else fmt % x
+
+
+def mm(xs, fmt="%.3f"):
+    """median (min-max)"""
+    m = med(xs)
+    if m is None:
+        return NA
+    lo, hi = rng(xs)
+    if len([x for x in xs if x is not None]) == 1:
+        return fmt % m
+    return "%s (%s–%s)" % (fmt % m, fmt % lo, fmt % hi)
+
+
+def kops(xs):
+    m = med(xs)
+    return NA if m is None else "%.0fk" % (m / 1e3)
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(c) for c in r) + " |")
+    return "\n".join(out)
+
+
+def targets(res):
+    """[(target, measured, status)] ; status in MET / MISSED / n/a."""
+    tp = res.get("throughput", {})
+    pu = res.get("purge", {})
+    mem = res.get("memory", {})
+    n = res["cfg"]["n"]
+    full_n = n >= 1_000_000
+    note_n = "" if full_n else " (N=%d, not 1M)" % n
+    out = []
+
+    def st(ok):
+        return NA if ok is None else ("MET" if ok else "MISSED")
+
+    g = tp.get("GET 1KB P16", {}).get("ratio", {}).get("rcache")
+    m = med(g)
+    out.append(("RCACHE.GET ≥ 0.90 × native GET (P16, 1 KB)", mm(g), st(None if m is None else m >= 0.90)))
+    s = tp.get("SET 1KB P16", {}).get("ratio", {}).get("rcache")
+    m = med(s)
+    out.append(("RCACHE.SET ≥ 0.75 × native SET PX (P16, 1 KB)", mm(s), st(None if m is None else m >= 0.75)))
+
+    p1k = pu.get("1000", {}).get("schemes", {})
+    rc = p1k.get("rcache", {})
+    w = med(rc.get("wall_ms"))
+    out.append(("RCACHE.PURGE M=1,000 ≤ 1.5 ms" + note_n, mm(rc.get("wall_ms")) + " ms wall, " +
+                mm(rc.get("busy_ms")) + " ms busy", st(None if w is None else w <= 1.5)))
+    lr = p1k.get("lua", {}).get("wall_ratio_vs_rcache")
+    m = med(lr)
+    out.append(("RCACHE.PURGE M=1,000 ≥ 3 × faster than Lua tag sets" + note_n, mm(lr, "%.2f") + " ×",
+                st(None if m is None else m >= 3)))
+    rc100 = pu.get("100000", {}).get("schemes", {}).get("rcache", {})
+    w = med(rc100.get("wall_ms"))
+    out.append(("RCACHE.PURGE M=100,000 ≤ 150 ms" + note_n, mm(rc100.get("wall_ms"), "%.1f") + " ms wall",
+                st(None if w is None else w <= 150)))
+    ipe = mem.get("rcache", {}).get("index_per_entry")
+    out.append(("index ≤ 100 B/entry at N=1M" + note_n, f(ipe, "%.1f") + " B/entry (INFO rcache_index_bytes / N)",
+                st(None if ipe is None else ipe <= 100)))
+    return out
+
+
+def headline(res):
+    tp = res.get("throughput", {})
+    pu = res.get("purge", {})
+    mem = res.get("memory", {})
+    rows = []
+    for c in ("GET 1KB P16", "SET 1KB P16", "GET 1KB P1", "SET 1KB P1"):
+        r = tp.get(c)
+        if not r:
+            continue
+        rows.append(["%s throughput, 50 clients" % c.replace("1KB", "1 KB,").replace("P16", "pipelined 16").replace("P1", "not pipelined"),
+                     kops(r["rps"].get("native")) + "/s",
+                     kops(r["rps"].get("rcache")) + "/s (%s ×)" % f(med(r["ratio"].get("rcache")), "%.2f"),
+                     "same as native" if c.startswith("GET") else kops(r["rps"].get("lua")) + "/s (%s ×)" % f(med(r["ratio"].get("lua")), "%.2f"),
+                     "same as native"])
+    for M in sorted(pu, key=int):
+        s = pu[M]["schemes"]
+
+        def cell(name):
+            x = s.get(name, {})
+            return "%s ms" % f(med(x.get("wall_ms")), "%.2f") if x else NA
+        rows.append(["PURGE of M=%s entries, wall time" % format(int(M), ","), "—", cell("rcache"),
+                     cell("lua") + (" (%s × rcache)" % f(med(s.get("lua", {}).get("wall_ratio_vs_rcache")), "%.1f") if "rcache" in s else ""),
+                     cell("scan") + (" (%s × rcache)" % f(med(s.get("scan", {}).get("wall_ratio_vs_rcache")), "%.0f") if "rcache" in s else "")])
+        rows.append(["  longest stall of concurrent GETs (max)", "—",
+                     "%s ms" % f(med(s.get("rcache", {}).get("stall_max_ms")), "%.2f"),
+                     "%s ms" % f(med(s.get("lua", {}).get("stall_max_ms")), "%.2f"),
+                     "%s ms" % f(med(s.get("scan", {}).get("stall_max_ms")), "%.2f")])
+    if mem:
+        nat = mem.get("native", {}).get("per_entry")
+        rows.append(["memory per entry (used_memory Δ / N)", f(nat, "%.0f") + " B",
+                     f(mem.get("rcache", {}).get("per_entry"), "%.0f") + " B",
+                     f(mem.get("lua", {}).get("per_entry"), "%.0f") + " B",
+                     f(mem.get("scan", {}).get("per_entry"), "%.0f") + " B"])
+        rows.append(["index bytes per entry", "0",
+                     f(mem.get("rcache", {}).get("index_per_entry"), "%.0f") + " B",
+                     "≈ " + f(mem.get("lua", {}).get("over_native_per_entry"), "%.0f") + " B (Δ vs native)", "0"])
+    return table(["N=%s, 1 KB values" % format(res["cfg"]["n"], ","), "native", "rcache", "Lua tag sets", "SCAN purge"], rows)
+
+
+def render(res):
+    env = res.get("env", {})
+    cfg = res["cfg"]
+    L = []
+    L.append("# rcache benchmark results\n")
+    L.append("Written by `bench/run.sh %s` — do not edit by hand. How and what is measured: "
+             "[bench/README.md](README.md).\n" % res["mode"])
+    L.append(table(["", ""], [
+        ["mode", "%s: N=%s entries, %d repetitions, throughput keyspace %s keys" % (
+            res["mode"], format(cfg["n"], ","), cfg["reps"], format(cfg["tp_keys"], ","))],
+        ["date", env.get("date", NA)], ["redis", env.get("redis", NA)], ["CPU", env.get("cpu", NA)],
+        ["module", env.get("module", "not measured")], ["commit", env.get("commit", NA)],
+        ["run time", "%.0f s" % res.get("elapsed_s", 0)],
+    ]))
+    L.append("")
+    if res.get("failures"):
+        L.append("**%d check(s) FAILED** — numbers below are incomplete:\n" % len(res["failures"]))
+        L += ["- " + x for x in res["failures"][:20]]
+        L.append("")
+    if res.get("warnings"):
+        L.append("Warnings:\n")
+        L += ["- " + x for x in res["warnings"]]
+        L.append("")
+
+    L.append("## Targets\n")
+    L.append("Values are median (min–max) over the repetitions; ratios are computed pair by pair "
+             "(repetition i of one scheme against repetition i of the other) and then summarised.\n")
+    L.append(table(["target", "measured", "status"], targets(res)))
+    L.append("")
+    L.append("## Headline\n")
+    L.append(headline(res))
+    L.append("")
+
+    tp = res.get("throughput", {})
+    if tp:
+        L.append("## Throughput (redis-benchmark, 50 clients)\n")
+        L.append("ops/s medians; ratio = scheme ÷ native, pair by pair; server µs/call from INFO commandstats "
+                 "(the Lua column is the EVALSHA write; reads of the Lua and SCAN schemes are plain GETs, i.e. native).\n")
+        rows = []
+        for cname, r in tp.items():
+            rows.append([cname, kops(r["rps"].get("native")), kops(r["rps"].get("rcache")),
+                         mm(r["ratio"].get("rcache")),
+                         kops(r["rps"].get("lua")) if "lua" in r["rps"] else "—",
+                         mm(r["ratio"].get("lua")) if "lua" in r["ratio"] else "—",
+                         " / ".join(f(med(r["usec_per_call"].get(n)), "%.2f") for n in ("native", "rcache", "lua")
+                                    if n in r["usec_per_call"])])
+        L.append(table(["case", "native ops/s", "rcache ops/s", "rcache ÷ native", "Lua ops/s", "Lua ÷ native",
+                        "server µs/call (native / rcache / Lua)"], rows))
+        L.append("")
+
+    pu = res.get("purge", {})
+    if pu:
+        L.append("## Purge\n")
+        L.append("wall = client-observed time of the whole purge; busy = server time in the purge commands "
+                 "(INFO commandstats usec delta: RCACHE.PURGE; the EVALSHA; SCAN + UNLINK). "
+                 "× rcache = that scheme's time ÷ rcache's, pair by pair. Stall = latency of GETs another "
+                 "client issued in a tight loop while the purge ran (idle p99 for reference).\n")
+        rows = []
+        for M in sorted(pu, key=int):
+            for name in ("rcache", "lua", "scan"):
+                s = pu[M]["schemes"].get(name)
+                if not s:
+                    continue
+                rows.append([format(int(M), ","), name, mm(s["wall_ms"]), mm(s["busy_ms"]),
+                             mm(s.get("wall_ratio_vs_rcache"), "%.1f") if name != "rcache" else "1",
+                             mm(s.get("busy_ratio_vs_rcache"), "%.1f") if name != "rcache" else "1",
+                             f(med(s["stall_p99_ms"])), f(med(s["stall_max_ms"])), f(med(s["idle_p99_ms"]))])
+        L.append(table(["M", "scheme", "wall ms", "busy ms", "wall × rcache", "busy × rcache",
+                        "stall p99 ms", "stall max ms", "idle p99 ms"], rows))
+        L.append("")
+        L.append("Prefixes purged: " + "; ".join("M=%s: %s" % (M, ", ".join("`%s`" % p for p in pu[M]["prefixes"]))
+                                                  for M in sorted(pu, key=int)) + "\n")
+
+    mem = res.get("memory", {})
+    if mem:
+        L.append("## Memory (after loading N entries of 1 KB)\n")
+        rows = []
+        for name in ("native", "rcache", "scan", "lua"):
+            m = mem.get(name)
+            if not m:
+                continue
+            idx = NA
+            if name == "rcache":
+                idx = f(m.get("index_per_entry"), "%.1f") + " (INFO rcache_index_bytes)"
+            elif name == "lua":
+                idx = "≈ %s (Δ vs native; %s tag sets)" % (f(m.get("over_native_per_entry"), "%.1f"), format(m.get("tag_sets", 0), ","))
+            elif name in ("native", "scan"):
+                idx = "0"
+            rows.append([name, "%.1f MB" % (m["used_memory_delta"] / 1e6), f(m["per_entry"], "%.1f"),
+                         f(m.get("over_native_per_entry"), "%+.1f"), idx, "%.1f s" % m["load_s"]])
+        L.append(table(["scheme", "used_memory Δ", "B/entry", "B/entry over native", "index B/entry", "load time"], rows))
+        L.append("")
+
+    L.append("## Checks\n")
+    checks = res.get("checks", [])
+    L.append("%d passed, %d failed (each scheme's work verified: loads error-free and readable, GETs hit, "
+             "purges removed exactly M entries, covered entries gone, neighbours kept).\n"
+             % (sum(1 for ok, _ in checks if ok), sum(1 for ok, _ in checks if not ok)))
+    if res.get("notes"):
+        L.append("## Notes\n")
+        L.append(res["notes"])
+    return "\n".join(L) + "\n"

@@ -1,0 +1,362 @@
+//! Argument parsing for every RCACHE command: arguments in, a request or an `ERR …`
+//! message out. Every count a client sends is checked against what it actually sent
+//! and against the configured limits before anything is allocated for it.
+//! Pure logic; knows nothing of Redis.
+
+use crate::key::Variant;
+use crate::path;
+
+pub const MAX_QUERY_LEN: usize = 64 * 1024;
+pub const MAX_NAME_LEN: usize = 1024;
+pub const DEFAULT_LIST_COUNT: usize = 100;
+pub const MAX_LIST_COUNT: usize = 10_000;
+
+/// The configurable limits, read once per command.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_path_len: usize,
+    pub max_vary: usize,
+    pub max_tags: usize,
+}
+
+pub type ArgResult<T> = Result<T, String>;
+
+fn err<T>(msg: impl std::fmt::Display) -> ArgResult<T> {
+    Err(format!("ERR {msg}"))
+}
+
+pub fn wrong_arity<T>(command: &str) -> ArgResult<T> {
+    err(format!("wrong number of arguments for '{command}' command"))
+}
+
+fn check_path(path: &[u8], what: &str, limits: &Limits) -> ArgResult<()> {
+    path::validate(path, limits.max_path_len).or_else(|e| err(format!("invalid {what}: {e}")))
+}
+
+/// A label (vary name or tag): 1-1024 bytes, no ASCII control characters.
+fn check_label(label: &[u8], what: &str) -> ArgResult<()> {
+    if label.is_empty() || label.len() > MAX_NAME_LEN {
+        return err(format!("{what} must be 1 to {MAX_NAME_LEN} bytes"));
+    }
+    if label.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return err(format!("{what} contains a control character"));
+    }
+    Ok(())
+}
+
+/// A positive decimal integer without sign, spaces or leading zeros, as Redis parses.
+fn parse_positive(arg: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(arg).ok()?;
+    if s.starts_with('+') || s.starts_with('0') {
+        return None;
+    }
+    s.parse::<i64>().ok().filter(|&n| n > 0)
+}
+
+/// The query string and vary set that select a variant.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct VariantArgs<'a> {
+    pub query: &'a [u8],
+    pub vary: Vec<(&'a [u8], &'a [u8])>,
+}
+
+impl VariantArgs<'_> {
+    pub fn variant(&self) -> Variant {
+        Variant::new(self.query, &self.vary)
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct SetArgs<'a> {
+    pub path: &'a [u8],
+    pub value: &'a [u8],
+    /// Milliseconds; `None` means the configured default.
+    pub ttl_ms: Option<i64>,
+    pub variant: VariantArgs<'a>,
+    /// Distinct, in first-seen order.
+    pub tags: Vec<&'a [u8]>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct PathArgs<'a> {
+    pub path: &'a [u8],
+    pub variant: VariantArgs<'a>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct PurgeArgs<'a> {
+    pub prefix: &'a [u8],
+    pub exact: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct ListArgs<'a> {
+    pub prefix: &'a [u8],
+    pub count: usize,
+    pub after: Option<&'a [u8]>,
+}
+
+/// Walks `KEYWORD value…` options, rejecting repeats.
+struct Options<'a, 'b> {
+    args: &'b [&'a [u8]],
+    at: usize,
+    seen: Vec<&'static str>,
+}
+
+impl<'a, 'b> Options<'a, 'b> {
+    fn new(args: &'b [&'a [u8]]) -> Self {
+        Options { args, at: 0, seen: Vec::new() }
+    }
+
+    /// The next option keyword, upper-cased and matched against `known`.
+    fn next_keyword(&mut self, known: &[&'static str]) -> ArgResult<Option<&'static str>> {
+        let Some(arg) = self.args.get(self.at) else { return Ok(None) };
+        self.at += 1;
+        let Some(&name) = known.iter().find(|k| k.as_bytes().eq_ignore_ascii_case(arg)) else {
+            return err(format!("unknown option '{}'", String::from_utf8_lossy(arg)));
+        };
+        if self.seen.contains(&name) {
+            return err(format!("option {name} given more than once"));
+        }
+        self.seen.push(name);
+        Ok(Some(name))
+    }
+
+    fn value(&mut self, option: &str) -> ArgResult<&'a [u8]> {
+        let Some(v) = self.args.get(self.at) else { return err(format!("option {option} needs a value")) };
+        self.at += 1;
+        Ok(v)
+    }
+
+    /// `count item…`: the count must be 1 or more, at most `max`, and match the
+    /// arguments actually sent (`per_item` arguments each).
+    fn counted(&mut self, option: &str, per_item: usize, max: usize) -> ArgResult<&'b [&'a [u8]]> {
+        let raw = self.value(option)?;
+        let Some(count) = parse_positive(raw) else {
+            return err(format!("{option} count must be a positive integer"));
+        };
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
+        let available = (self.args.len() - self.at) / per_item;
+        if count > available {
+            return err(format!("{option} count is {count} but only {available} follow"));
+        }
+        if count > max {
+            return err(format!("{option} count {count} is over the limit of {max}"));
+        }
+        let items = &self.args[self.at..self.at + count * per_item];
+        self.at += count * per_item;
+        Ok(items)
+    }
+
+    /// The option that follows a counted list must be a known keyword: this catches a
+    /// count smaller than what was sent.
+    fn variant_option(&mut self, name: &str, variant: &mut VariantArgs<'a>, limits: &Limits) -> ArgResult<()> {
+        match name {
+            "QUERY" => {
+                let q = self.value("QUERY")?;
+                if q.len() > MAX_QUERY_LEN {
+                    return err(format!("query string is longer than {MAX_QUERY_LEN} bytes"));
+                }
+                variant.query = q;
+            }
+            _ => {
+                let items = self.counted("VARY", 2, limits.max_vary)?;
+                let mut pairs = Vec::with_capacity(items.len() / 2);
+                for pair in items.chunks_exact(2) {
+                    check_label(pair[0], "vary name")?;
+                    pairs.push((pair[0], pair[1]));
+                }
+                variant.vary = pairs;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_path_variant<'a>(command: &str, args: &[&'a [u8]], limits: &Limits) -> ArgResult<PathArgs<'a>> {
+    let Some((&path, rest)) = args.split_first() else { return wrong_arity(command) };
+    check_path(path, "path", limits)?;
+    let mut variant = VariantArgs::default();
+    let mut opts = Options::new(rest);
+    while let Some(name) = opts.next_keyword(&["QUERY", "VARY"])? {
+        opts.variant_option(name, &mut variant, limits)?;
+    }
+    Ok(PathArgs { path, variant })
+}
+
+/// `RCACHE.GET|DEL|KEY path [QUERY q] [VARY count name value …]`, arguments after the command name.
+pub fn parse_get<'a>(command: &str, args: &[&'a [u8]], limits: &Limits) -> ArgResult<PathArgs<'a>> {
+    parse_path_variant(command, args, limits)
+}
+
+/// `RCACHE.SET path value [EX s | PX ms] [QUERY q] [VARY …] [TAGS count tag …]`.
+pub fn parse_set<'a>(args: &[&'a [u8]], limits: &Limits) -> ArgResult<SetArgs<'a>> {
+    let [path, value, rest @ ..] = args else { return wrong_arity("rcache.set") };
+    check_path(path, "path", limits)?;
+    let mut set = SetArgs { path, value, ttl_ms: None, variant: VariantArgs::default(), tags: Vec::new() };
+    let mut opts = Options::new(rest);
+    while let Some(name) = opts.next_keyword(&["EX", "PX", "QUERY", "VARY", "TAGS"])? {
+        match name {
+            "EX" | "PX" => {
+                if set.ttl_ms.is_some() {
+                    return err("EX and PX cannot be used together");
+                }
+                let n = parse_positive(opts.value(name)?);
+                let ms = if name == "EX" { n.and_then(|s| s.checked_mul(1000)) } else { n };
+                set.ttl_ms = Some(ms.ok_or("ERR invalid expire time in 'rcache.set' command".to_string())?);
+            }
+            "TAGS" => {
+                // Counted against what was sent first; the distinct tags against max-tags.
+                let items = opts.counted("TAGS", 1, usize::MAX)?;
+                for &tag in items {
+                    check_label(tag, "tag")?;
+                    if !set.tags.contains(&tag) {
+                        if set.tags.len() == limits.max_tags {
+                            return err(format!("more than rcache.max-tags ({}) distinct tags", limits.max_tags));
+                        }
+                        set.tags.push(tag);
+                    }
+                }
+            }
+            _ => opts.variant_option(name, &mut set.variant, limits)?,
+        }
+    }
+    Ok(set)
+}
+
+/// `RCACHE.PURGE prefix [EXACT]`.
+pub fn parse_purge<'a>(args: &[&'a [u8]], limits: &Limits) -> ArgResult<PurgeArgs<'a>> {
+    let Some((&prefix, rest)) = args.split_first() else { return wrong_arity("rcache.purge") };
+    check_path(prefix, "prefix", limits)?;
+    let mut opts = Options::new(rest);
+    let mut exact = false;
+    while opts.next_keyword(&["EXACT"])?.is_some() {
+        exact = true;
+    }
+    Ok(PurgeArgs { prefix, exact })
+}
+
+/// `RCACHE.PURGETAG tag [tag …]`.
+pub fn parse_purgetag<'a>(args: &[&'a [u8]]) -> ArgResult<Vec<&'a [u8]>> {
+    if args.is_empty() {
+        return wrong_arity("rcache.purgetag");
+    }
+    let mut tags = Vec::with_capacity(args.len());
+    for &tag in args {
+        check_label(tag, "tag")?;
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    Ok(tags)
+}
+
+/// `RCACHE.LIST prefix [COUNT n] [AFTER path]`.
+pub fn parse_list<'a>(args: &[&'a [u8]], limits: &Limits) -> ArgResult<ListArgs<'a>> {
+    let Some((&prefix, rest)) = args.split_first() else { return wrong_arity("rcache.list") };
+    check_path(prefix, "prefix", limits)?;
+    let mut list = ListArgs { prefix, count: DEFAULT_LIST_COUNT, after: None };
+    let mut opts = Options::new(rest);
+    while let Some(name) = opts.next_keyword(&["COUNT", "AFTER"])? {
+        let value = opts.value(name)?;
+        if name == "COUNT" {
+            list.count = parse_positive(value)
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n <= MAX_LIST_COUNT)
+                .ok_or(format!("ERR COUNT must be an integer from 1 to {MAX_LIST_COUNT}"))?;
+        } else {
+            check_path(value, "AFTER path", limits)?;
+            list.after = Some(value);
+        }
+    }
+    Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LIMITS: Limits = Limits { max_path_len: 64, max_vary: 4, max_tags: 3 };
+
+    fn a(s: &[&str]) -> Vec<Vec<u8>> {
+        s.iter().map(|x| x.as_bytes().to_vec()).collect()
+    }
+
+    fn set(s: &[&str]) -> ArgResult<(Option<i64>, Vec<Vec<u8>>, usize, Vec<u8>)> {
+        let owned = a(s);
+        let refs: Vec<&[u8]> = owned.iter().map(|v| v.as_slice()).collect();
+        parse_set(&refs, &LIMITS).map(|r| (r.ttl_ms, r.tags.iter().map(|t| t.to_vec()).collect(), r.variant.vary.len(), r.variant.query.to_vec()))
+    }
+
+    #[test]
+    fn set_options_in_any_order_and_any_case() {
+        let (ttl, tags, vary, q) = set(&["/p", "v", "tags", "2", "a", "b", "vary", "1", "Accept", "x", "ex", "5", "Query", "?a=1"]).unwrap();
+        assert_eq!(ttl, Some(5000));
+        assert_eq!(tags, a(&["a", "b"]));
+        assert_eq!(vary, 1);
+        assert_eq!(q, b"?a=1");
+        assert_eq!(set(&["/p", "v", "PX", "1"]).unwrap().0, Some(1));
+        assert_eq!(set(&["/p", "v", "TAGS", "4", "a", "a", "b", "c"]).unwrap().1, a(&["a", "b", "c"]), "repeats count once");
+    }
+
+    #[test]
+    fn set_errors() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["/p"], "ERR wrong number of arguments for 'rcache.set' command"),
+            (&["/p", "v", "EX", "0"], "ERR invalid expire time in 'rcache.set' command"),
+            (&["/p", "v", "EX", "-1"], "ERR invalid expire time in 'rcache.set' command"),
+            (&["/p", "v", "EX", "1.5"], "ERR invalid expire time in 'rcache.set' command"),
+            (&["/p", "v", "EX", "9223372036854775807"], "ERR invalid expire time in 'rcache.set' command"),
+            (&["/p", "v", "PX", "99999999999999999999"], "ERR invalid expire time in 'rcache.set' command"),
+            (&["/p", "v", "EX", "1", "PX", "1"], "ERR EX and PX cannot be used together"),
+            (&["/p", "v", "EX", "1", "ex", "1"], "ERR option EX given more than once"),
+            (&["/p", "v", "EX"], "ERR option EX needs a value"),
+            (&["/p", "v", "NX"], "ERR unknown option 'NX'"),
+            (&["/p", "v", "VARY", "2", "a", "1"], "ERR VARY count is 2 but only 1 follow"),
+            (&["/p", "v", "VARY", "0"], "ERR VARY count must be a positive integer"),
+            (&["/p", "v", "VARY", "5", "a", "1", "b", "1", "c", "1", "d", "1", "e", "1"], "ERR VARY count 5 is over the limit of 4"),
+            (&["/p", "v", "VARY", "1", "a", "1", "b"], "ERR unknown option 'b'"),
+            (&["/p", "v", "VARY", "1", "", "1"], "ERR vary name must be 1 to 1024 bytes"),
+            (&["/p", "v", "TAGS", "1", "a\nb"], "ERR tag contains a control character"),
+            (&["/p", "v", "TAGS", "4", "a", "b", "c", "d"], "ERR more than rcache.max-tags (3) distinct tags"),
+            (&["/p", "v", "TAGS", "99999999999", "a"], "ERR TAGS count is 99999999999 but only 1 follow"),
+            (&["/p?x", "v"], "ERR invalid path: path contains '?': pass the query string with QUERY"),
+        ];
+        for (args, want) in cases {
+            assert_eq!(set(args).unwrap_err(), *want, "{:?}", args);
+        }
+    }
+
+    #[test]
+    fn purge_list_and_purgetag() {
+        assert_eq!(parse_purge(&[b"/a", b"exact"], &LIMITS), Ok(PurgeArgs { prefix: b"/a", exact: true }));
+        assert_eq!(parse_purge(&[b"/a", b"EXACT", b"EXACT"], &LIMITS).unwrap_err(), "ERR option EXACT given more than once");
+        assert_eq!(parse_purge(&[b"/a", b"ALL"], &LIMITS).unwrap_err(), "ERR unknown option 'ALL'");
+        assert_eq!(parse_list(&[b"/a", b"count", b"5", b"AFTER", b"/a/b"], &LIMITS), Ok(ListArgs { prefix: b"/a", count: 5, after: Some(b"/a/b") }));
+        assert_eq!(parse_list(&[b"/a", b"COUNT", b"10001"], &LIMITS).unwrap_err(), "ERR COUNT must be an integer from 1 to 10000");
+        assert_eq!(parse_list(&[b"/a", b"COUNT", b"0"], &LIMITS).unwrap_err(), "ERR COUNT must be an integer from 1 to 10000");
+        assert_eq!(parse_purgetag(&[b"a", b"a", b"b"]), Ok(vec![&b"a"[..], b"b"]));
+        assert_eq!(parse_purgetag(&[b""]).unwrap_err(), "ERR tag must be 1 to 1024 bytes");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        /// The parsers never panic, whatever they are sent.
+        #[test]
+        fn parsers_never_panic(args in proptest::collection::vec(prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..6),
+            Just(b"VARY".to_vec()), Just(b"TAGS".to_vec()), Just(b"EX".to_vec()), Just(b"PX".to_vec()),
+            Just(b"QUERY".to_vec()), Just(b"COUNT".to_vec()), Just(b"AFTER".to_vec()), Just(b"EXACT".to_vec()),
+            Just(b"1".to_vec()), Just(b"2".to_vec()), Just(b"-1".to_vec()), Just(b"18446744073709551616".to_vec()), Just(b"/a".to_vec()),
+        ], 0..12)) {
+            let refs: Vec<&[u8]> = args.iter().map(|v| v.as_slice()).collect();
+            let _ = parse_set(&refs, &LIMITS);
+            let _ = parse_get("rcache.get", &refs, &LIMITS);
+            let _ = parse_purge(&refs, &LIMITS);
+            let _ = parse_purgetag(&refs);
+            let _ = parse_list(&refs, &LIMITS);
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Entry keys: which Redis key holds the entry for (path, query, vary set).
+//!
+//! Layout: `rcache:{<path>}:<q>:<v>` for a path without braces (the whole path is the
+//! hash tag, so the key lives in the path's cluster slot) and `rcache:~<path>:<q>:<v>`
+//! for a path that carries its own `{tag}` (the key's first braces are the path's).
+//! `<q>` and `<v>` are `-` (none) or 32 lowercase hex digits of MD5; they contain no
+//! `:`, so a key parses unambiguously from the right and the mapping is injective.
+//! Pure logic; knows nothing of Redis.
+
+use md5::{Digest as _, Md5};
+
+use crate::path;
+
+pub const KEY_PREFIX: &[u8] = b"rcache:";
+
+pub type Digest = [u8; 16];
+
+/// Which of the entries stored at one path: the query string and vary set, hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Variant {
+    pub query: Option<Digest>,
+    pub vary: Option<Digest>,
+}
+
+impl Variant {
+    pub fn new(query: &[u8], vary: &[(&[u8], &[u8])]) -> Self {
+        Variant { query: query_digest(query), vary: vary_digest(vary) }
+    }
+}
+
+/// MD5 of the query string after one leading `?`; an empty query is no query.
+pub fn query_digest(query: &[u8]) -> Option<Digest> {
+    let query = query.strip_prefix(b"?").unwrap_or(query);
+    (!query.is_empty()).then(|| Md5::digest(query).into())
+}
+
+/// MD5 of the vary set in canonical form: names lower-cased (ASCII), pairs sorted by
+/// (name, value), each pair length-prefixed so that no two sets share an encoding.
+pub fn vary_digest(pairs: &[(&[u8], &[u8])]) -> Option<Digest> {
+    if pairs.is_empty() {
+        return None;
+    }
+    let mut canonical: Vec<(Vec<u8>, &[u8])> =
+        pairs.iter().map(|(n, v)| (n.to_ascii_lowercase(), *v)).collect();
+    canonical.sort_unstable();
+    let mut md5 = Md5::new();
+    md5.update((canonical.len() as u64).to_be_bytes());
+    for (name, value) in &canonical {
+        md5.update((name.len() as u64).to_be_bytes());
+        md5.update(name);
+        md5.update((value.len() as u64).to_be_bytes());
+        md5.update(value);
+    }
+    Some(md5.finalize().into())
+}
+
+fn push_digest(key: &mut Vec<u8>, digest: &Option<Digest>) {
+    key.push(b':');
+    match digest {
+        Some(d) => key.extend_from_slice(hex::encode(d).as_bytes()),
+        None => key.push(b'-'),
+    }
+}
+
+/// The Redis key of the entry for `path` (already validated) and `variant`.
+pub fn entry_key(path: &[u8], variant: &Variant) -> Vec<u8> {
+    let mut key = Vec::with_capacity(KEY_PREFIX.len() + path.len() + 2 + 2 * 33);
+    key.extend_from_slice(KEY_PREFIX);
+    if path::has_hash_tag(path) {
+        key.push(b'~');
+        key.extend_from_slice(path);
+    } else {
+        key.push(b'{');
+        key.extend_from_slice(path);
+        key.push(b'}');
+    }
+    push_digest(&mut key, &variant.query);
+    push_digest(&mut key, &variant.vary);
+    key
+}
+
+fn parse_digest(part: &[u8]) -> Option<Option<Digest>> {
+    if part == b"-" {
+        return Some(None);
+    }
+    if part.len() != 32 || !part.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)) {
+        return None;
+    }
+    let mut digest = [0u8; 16];
+    hex::decode_to_slice(part, &mut digest).ok()?;
+    Some(Some(digest))
+}
+
+/// The inverse of [`entry_key`]: `None` for any key `entry_key` cannot produce
+/// (ignoring the configurable length limit).
+pub fn parse_entry_key(key: &[u8]) -> Option<(&[u8], Variant)> {
+    let rest = key.strip_prefix(KEY_PREFIX)?;
+    let (rest, vary) = rest.split_at(rest.iter().rposition(|&b| b == b':')?);
+    let (rest, query) = rest.split_at(rest.iter().rposition(|&b| b == b':')?);
+    let variant = Variant { query: parse_digest(&query[1..])?, vary: parse_digest(&vary[1..])? };
+    let path = match rest.first()? {
+        b'{' => {
+            let path = rest[1..].strip_suffix(b"}")?;
+            (!path::has_hash_tag(path)).then_some(path)?
+        }
+        b'~' => {
+            let path = &rest[1..];
+            path::has_hash_tag(path).then_some(path)?
+        }
+        _ => return None,
+    };
+    path::validate_shape(path).ok()?;
+    Some((path, variant))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn readable_and_slot_preserving() {
+        assert_eq!(entry_key(b"/tournament/5", &Variant::default()), b"rcache:{/tournament/5}:-:-");
+        assert_eq!(entry_key(b"{shop1}/p/7", &Variant::default()), b"rcache:~{shop1}/p/7:-:-");
+        let k = entry_key(b"/search", &Variant::new(b"?q=1", &[]));
+        assert_eq!(k, format!("rcache:{{/search}}:{}:-", hex::encode(Md5::digest(b"q=1"))).as_bytes());
+    }
+
+    #[test]
+    fn empty_query_is_no_query() {
+        assert_eq!(query_digest(b""), None);
+        assert_eq!(query_digest(b"?"), None);
+        assert_eq!(query_digest(b"?a=1"), query_digest(b"a=1"));
+        assert_ne!(query_digest(b"??a=1"), query_digest(b"?a=1"));
+    }
+
+    #[test]
+    fn vary_canonical_form() {
+        let a = vary_digest(&[(b"Accept", b"x"), (b"cookie-lang", b"en")]);
+        let b = vary_digest(&[(b"COOKIE-LANG", b"en"), (b"accept", b"x")]);
+        assert_eq!(a, b);
+        assert_ne!(vary_digest(&[(b"a", b"bc")]), vary_digest(&[(b"ab", b"c")]));
+        assert_ne!(vary_digest(&[(b"a", b"1"), (b"a", b"1")]), vary_digest(&[(b"a", b"1")]));
+        assert_ne!(vary_digest(&[(b"a", b"X")]), vary_digest(&[(b"a", b"x")]));
+        assert_ne!(vary_digest(&[(b"a", b"")]), None);
+    }
+
+    /// `{/t/5}` (a path that is one hash tag) and `/t/5` must not share a key.
+    #[test]
+    fn tagged_and_untagged_paths_do_not_collide() {
+        assert_ne!(entry_key(b"{/t/5}", &Variant::default()), entry_key(b"/t/5", &Variant::default()));
+    }
+
+    #[test]
+    fn parse_rejects_foreign_keys() {
+        for k in [&b"rcache:"[..], b"rcache:{/a}", b"rcache:{/a}:-", b"rcache:/a:-:-", b"rcache:{/a}:x:-", b"rcache:~/a:-:-", b"rcache:{{a}}:-:-", b"rcache:{/a?}:-:-", b"other:{/a}:-:-", b"rcache:{/a}:-:-:-"] {
+            assert_eq!(parse_entry_key(k), None, "{}", String::from_utf8_lossy(k));
+        }
+    }
+
+    fn arb_path() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(prop_oneof![Just(b'/'), Just(b':'), Just(b'a'), Just(b'-'), 0x80u8..=0xff], 1..12),
+            (proptest::collection::vec(b'a'..=b'c', 1..4), proptest::collection::vec(b'/'..=b':', 0..6))
+                .prop_map(|(tag, rest)| [b"{".as_slice(), &tag, b"}", &rest].concat()),
+        ]
+    }
+
+    fn arb_pairs() -> impl Strategy<Value = Vec<(Vec<u8>, Vec<u8>)>> {
+        proptest::collection::vec(
+            (proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'A'), Just(b'b')], 1..3), proptest::collection::vec(any::<u8>(), 0..3)),
+            0..4,
+        )
+    }
+
+    fn refs(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], &[u8])> {
+        pairs.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect()
+    }
+
+    fn canonical(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut c: Vec<_> = pairs.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.clone())).collect();
+        c.sort();
+        c
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn key_round_trips(path in arb_path(), q in proptest::collection::vec(any::<u8>(), 0..4), pairs in arb_pairs()) {
+            prop_assume!(path::validate_shape(&path).is_ok());
+            let variant = Variant::new(&q, &refs(&pairs));
+            let key = entry_key(&path, &variant);
+            prop_assert_eq!(parse_entry_key(&key), Some((path.as_slice(), variant)));
+        }
+
+        #[test]
+        fn vary_order_does_not_matter(pairs in arb_pairs(), seed in any::<u64>()) {
+            let mut shuffled = pairs.clone();
+            let n = shuffled.len();
+            for i in 0..n { shuffled.swap(i, (seed as usize).wrapping_add(i * 7) % n); }
+            prop_assert_eq!(vary_digest(&refs(&pairs)), vary_digest(&refs(&shuffled)));
+        }
+
+        /// Different canonical vary sets give different digests (for these small inputs
+        /// a collision would mean the encoding is ambiguous, not bad luck with MD5).
+        #[test]
+        fn vary_digest_is_injective(a in arb_pairs(), b in arb_pairs()) {
+            prop_assert_eq!(canonical(&a) == canonical(&b), vary_digest(&refs(&a)) == vary_digest(&refs(&b)));
+        }
+
+        #[test]
+        fn keys_are_injective(p1 in arb_path(), p2 in arb_path(), q1 in proptest::collection::vec(b'a'..=b'b', 0..2), q2 in proptest::collection::vec(b'a'..=b'b', 0..2)) {
+            prop_assume!(path::validate_shape(&p1).is_ok() && path::validate_shape(&p2).is_ok());
+            let (v1, v2) = (Variant::new(&q1, &[]), Variant::new(&q2, &[]));
+            prop_assert_eq!(p1 == p2 && v1 == v2, entry_key(&p1, &v1) == entry_key(&p2, &v2));
+        }
+    }
+}
