@@ -453,10 +453,16 @@ impl DbIndex {
         }
     }
 
-    pub fn covered_keys(&self, coverage: &Coverage<'_>) -> Vec<Vec<u8>> {
-        let mut keys = Vec::new();
-        self.paths.for_each_covered(coverage, |path, s| keys.push(entry_key(path, &s.variant)));
-        keys
+    /// The distinct paths and the entry keys the coverage includes.
+    pub fn covered(&self, coverage: &Coverage<'_>) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let (mut paths, mut keys) = (Vec::<Vec<u8>>::new(), Vec::new());
+        self.paths.for_each_covered(coverage, |path, s| {
+            if paths.last().map(Vec::as_slice) != Some(path) {
+                paths.push(path.to_vec());
+            }
+            keys.push(entry_key(path, &s.variant));
+        });
+        (paths, keys)
     }
 
     /// Drops every covered entry from the index; returns how many there were.
