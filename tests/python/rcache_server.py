@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -67,6 +68,17 @@ class RedisServer:
             return ""
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: have the kernel SIGTERM the server if the test process dies without cleanup."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
@@ -108,7 +120,13 @@ def running_server(module_args: Sequence[str] = (), timeout: float = 10.0) -> It
                 "--logfile", str(workdir / "redis.log"),
                 "--loadmodule", str(module), *module_args,
             ]
-            proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=workdir,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
             server = RedisServer(port=port, process=proc, workdir=workdir, module=module)
             deadline = time.monotonic() + timeout
             conn = server.client(socket_timeout=1, socket_connect_timeout=1)
