@@ -14,29 +14,20 @@ use crate::path::Coverage;
 
 type Bytes = Box<[u8]>;
 
-/// One indexed entry: its variant at the node's path, and its tags (if any).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One indexed entry: its variant at the node's path, and whether it has tags (they
+/// live in the tag index, so the common untagged entry costs 35 bytes here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stored {
     pub variant: Variant,
-    tags: Option<Box<Vec<Bytes>>>,
-}
-
-impl Stored {
-    pub fn new(variant: Variant, tags: &[&[u8]]) -> Self {
-        let tags = (!tags.is_empty()).then(|| Box::new(tags.iter().map(|t| Bytes::from(*t)).collect()));
-        Stored { variant, tags }
-    }
-
-    pub fn tags(&self) -> &[Bytes] {
-        self.tags.as_deref().map_or(&[], |t| t.as_slice())
-    }
+    pub tagged: bool,
 }
 
 #[derive(Debug, Default)]
 struct Node {
     edge: Bytes,
-    /// Sorted by the first byte of their edge, which is unique among siblings.
-    children: Vec<Node>,
+    /// Sorted by the first byte of their edge, which is unique among siblings. Sized
+    /// exactly: fan-out is at most 256, so exact growth costs little, saves the slack.
+    children: Box<[Node]>,
     entries: Vec<Stored>,
 }
 
@@ -44,9 +35,40 @@ fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// Pushes without the default minimum capacity of 4: most nodes hold one or two
+/// entries or children, and the index must stay small per entry.
+fn push_compact<T>(v: &mut Vec<T>, item: T) {
+    if v.len() == v.capacity() && v.len() < 8 {
+        v.reserve_exact(1);
+    }
+    v.push(item);
+}
+
+fn insert_child(children: &mut Box<[Node]>, at: usize, child: Node) {
+    let mut v = std::mem::take(children).into_vec();
+    v.reserve_exact(1);
+    v.insert(at, child);
+    *children = v.into_boxed_slice();
+}
+
+fn remove_child(children: &mut Box<[Node]>, at: usize) -> Node {
+    let mut v = std::mem::take(children).into_vec();
+    let child = v.remove(at);
+    *children = v.into_boxed_slice();
+    child
+}
+
 fn shrink<T>(v: &mut Vec<T>) {
     if v.capacity() > 8 && v.len() <= v.capacity() / 4 {
         v.shrink_to(v.len() * 2);
+    }
+}
+
+/// A HashMap never gives memory back by itself: without this, the tag index of a
+/// server whose entries all expired keeps its peak size (amortized O(1), like `shrink`).
+fn shrink_map<K: Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > 64 && m.len() < m.capacity() / 4 {
+        m.shrink_to(m.len() * 2);
     }
 }
 
@@ -63,20 +85,18 @@ impl Node {
             entries: std::mem::take(&mut self.entries),
         };
         self.edge = self.edge[..at].into();
-        self.children = vec![lower];
+        self.children = Box::new([lower]);
     }
 
     /// Restores the invariant for a non-root node that may have lost its entries or
     /// children: an entry-less node with one child absorbs it.
     fn merge_if_single(&mut self) {
         if self.entries.is_empty() && self.children.len() == 1 {
-            if let Some(child) = self.children.pop() {
-                self.edge = [&self.edge[..], &child.edge[..]].concat().into();
-                self.children = child.children;
-                self.entries = child.entries;
-            }
+            let child = remove_child(&mut self.children, 0);
+            self.edge = [&self.edge[..], &child.edge[..]].concat().into();
+            self.children = child.children;
+            self.entries = child.entries;
         }
-        shrink(&mut self.children);
         shrink(&mut self.entries);
     }
 
@@ -127,7 +147,7 @@ impl PathIndex {
             return Some(std::mem::replace(old, stored));
         }
         let new_path = node.entries.is_empty();
-        node.entries.push(stored);
+        push_compact(&mut node.entries, stored);
         self.paths += usize::from(new_path);
         self.entries += 1;
         None
@@ -139,7 +159,7 @@ impl PathIndex {
         while !rest.is_empty() {
             match node.child_pos(rest[0]) {
                 Err(pos) => {
-                    node.children.insert(pos, Node { edge: rest.into(), ..Node::default() });
+                    insert_child(&mut node.children, pos, Node { edge: rest.into(), ..Node::default() });
                     return &mut node.children[pos];
                 }
                 Ok(pos) => {
@@ -192,11 +212,9 @@ impl PathIndex {
             }
         }
         if node.entries.is_empty() && node.children.is_empty() {
-            parent.children.remove(pos);
+            remove_child(&mut parent.children, pos);
             if !parent_is_root {
                 parent.merge_if_single();
-            } else {
-                shrink(&mut parent.children);
             }
         } else {
             node.merge_if_single();
@@ -277,12 +295,12 @@ impl PathIndex {
         if let Some(subtree) = coverage.subtree.as_deref() {
             if let Some(at) = self.parent_of(subtree, true) {
                 let ParentOf { parent, pos, parent_is_root, parent_len } = at;
-                let detached = parent.children.remove(pos);
+                let detached = remove_child(&mut parent.children, pos);
                 if !parent_is_root {
                     parent.merge_if_single();
                 }
                 let mut path = subtree[..parent_len].to_vec();
-                detached.for_each(&mut path, &mut |p, s| removed.push((p.to_vec(), s.clone())));
+                detached.for_each(&mut path, &mut |p, s| removed.push((p.to_vec(), *s)));
             }
         }
         let paths_removed = {
@@ -374,10 +392,11 @@ fn list_subtree<'a>(top: &'a Node, mut path: Vec<u8>, after: Option<&[u8]>, limi
     }
 }
 
-/// Tag → the keys of the entries carrying it.
+/// Tag → the keys of the entries carrying it, and entry key → its tags.
 #[derive(Debug, Default)]
 pub struct TagIndex {
     members: HashMap<Bytes, HashSet<Bytes>>,
+    of_entry: HashMap<Bytes, Box<[Bytes]>>,
 }
 
 impl TagIndex {
@@ -385,14 +404,21 @@ impl TagIndex {
         self.members.len()
     }
 
-    fn add(&mut self, tags: &[Bytes], key: &[u8]) {
-        for tag in tags {
-            self.members.entry(tag.clone()).or_default().insert(key.into());
+    /// Makes `tags` the tags of the entry `key` (none: forgets it).
+    fn set(&mut self, key: &[u8], tags: &[&[u8]]) {
+        self.clear(key);
+        if tags.is_empty() {
+            return;
         }
+        for tag in tags {
+            self.members.entry(Bytes::from(*tag)).or_default().insert(key.into());
+        }
+        self.of_entry.insert(key.into(), tags.iter().map(|t| Bytes::from(*t)).collect());
     }
 
-    fn remove(&mut self, tags: &[Bytes], key: &[u8]) {
-        for tag in tags {
+    fn clear(&mut self, key: &[u8]) {
+        let Some(tags) = self.of_entry.remove(key) else { return };
+        for tag in tags.iter() {
             if let Some(keys) = self.members.get_mut(tag) {
                 keys.remove(key);
                 if keys.is_empty() {
@@ -402,6 +428,8 @@ impl TagIndex {
                 }
             }
         }
+        shrink_map(&mut self.members);
+        shrink_map(&mut self.of_entry);
     }
 
     /// The keys of entries carrying any of `tags`, each once.
@@ -427,15 +455,9 @@ impl DbIndex {
     /// Indexes the entry at (path, variant) with `tags`, replacing what was there.
     /// Returns whether it was new.
     pub fn insert(&mut self, path: &[u8], variant: Variant, tags: &[&[u8]]) -> bool {
-        let stored = Stored::new(variant, tags);
-        let new_tags_present = stored.tags.is_some();
-        let old = self.paths.insert(path, stored);
-        let old_tags = old.as_ref().map_or(&[][..], |o| o.tags());
-        if new_tags_present || !old_tags.is_empty() {
-            let key = entry_key(path, &variant);
-            self.tags.remove(old_tags, &key);
-            let tags: Vec<Bytes> = tags.iter().map(|t| Bytes::from(*t)).collect();
-            self.tags.add(&tags, &key);
+        let old = self.paths.insert(path, Stored { variant, tagged: !tags.is_empty() });
+        if !tags.is_empty() || old.is_some_and(|o| o.tagged) {
+            self.tags.set(&entry_key(path, &variant), tags);
         }
         old.is_none()
     }
@@ -444,8 +466,8 @@ impl DbIndex {
     pub fn remove(&mut self, path: &[u8], variant: &Variant) -> bool {
         match self.paths.remove(path, variant) {
             Some(stored) => {
-                if !stored.tags().is_empty() {
-                    self.tags.remove(stored.tags(), &entry_key(path, variant));
+                if stored.tagged {
+                    self.tags.clear(&entry_key(path, variant));
                 }
                 true
             }
@@ -468,10 +490,8 @@ impl DbIndex {
     /// Drops every covered entry from the index; returns how many there were.
     pub fn remove_covered(&mut self, coverage: &Coverage<'_>) -> usize {
         let removed = self.paths.remove_covered(coverage);
-        for (path, stored) in &removed {
-            if !stored.tags().is_empty() {
-                self.tags.remove(stored.tags(), &entry_key(path, &stored.variant));
-            }
+        for (path, stored) in removed.iter().filter(|(_, s)| s.tagged) {
+            self.tags.clear(&entry_key(path, &stored.variant));
         }
         removed.len()
     }
@@ -486,6 +506,10 @@ mod tests {
 
     fn v(q: &str) -> Variant {
         Variant::new(q.as_bytes(), &[])
+    }
+
+    fn st(q: &str) -> Stored {
+        Stored { variant: v(q), tagged: false }
     }
 
     fn paths_of(index: &PathIndex, coverage: &Coverage<'_>) -> Vec<String> {
@@ -520,8 +544,8 @@ mod tests {
     fn purge_removes_the_covered_subtree_only() {
         let mut index = PathIndex::default();
         for p in ["/tournament/5", "/tournament/5/", "/tournament/5/bracket", "/tournament/5/a/b", "/tournament/50", "/tournament/5x", "/tournament"] {
-            index.insert(p.as_bytes(), Stored::new(v(""), &[]));
-            index.insert(p.as_bytes(), Stored::new(v("page=2"), &[]));
+            index.insert(p.as_bytes(), st(""));
+            index.insert(p.as_bytes(), st("page=2"));
         }
         check(&index);
         let cov = Coverage::prefix(b"/tournament/5/");
@@ -540,7 +564,7 @@ mod tests {
     fn exact_purge_leaves_children() {
         let mut index = PathIndex::default();
         for p in ["/a", "/a/b", "/ab"] {
-            index.insert(p.as_bytes(), Stored::new(v(""), &[]));
+            index.insert(p.as_bytes(), st(""));
         }
         assert_eq!(index.remove_covered(&Coverage::exact(b"/a")).len(), 1);
         check(&index);
@@ -553,7 +577,7 @@ mod tests {
         // '-' and '.' sort before '/', so segment order and byte order differ here.
         let paths = ["/a", "/a-b", "/a-b/c", "/a.x", "/a/b", "/a/b/c", "/b", "/a/"];
         for p in paths {
-            index.insert(p.as_bytes(), Stored::new(v(""), &[]));
+            index.insert(p.as_bytes(), st(""));
         }
         let mut want: Vec<&str> = paths.to_vec();
         want.sort();
@@ -619,7 +643,7 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Insert(p, q) => {
-                        let old = index.insert(p.as_bytes(), Stored::new(v(&q.to_string()), &[]));
+                        let old = index.insert(p.as_bytes(), st(&q.to_string()));
                         prop_assert_eq!(old.is_some(), model.insert((p, q), ()).is_some());
                     }
                     Op::Remove(p, q) => {
