@@ -91,10 +91,15 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def running_server(module_args: Sequence[str] = (), timeout: float = 10.0) -> Iterator[RedisServer]:
-    """Run redis-server with the module on a free loopback port; always stop it."""
+def running_server(
+    module_args: Sequence[str] = (), timeout: float = 10.0, load_module: bool = True
+) -> Iterator[RedisServer]:
+    """Run redis-server with the module on a free loopback port; always stop it.
+
+    ``load_module=False`` starts a plain redis-server (to test clients against a server
+    without the module)."""
     module = module_path()
-    if not module.is_file():
+    if load_module and not module.is_file():
         pytest.fail(
             f"rcache module not found at {module} (build it with `cargo build --release` "
             "or set RCACHE_MODULE)",
@@ -118,8 +123,9 @@ def running_server(module_args: Sequence[str] = (), timeout: float = 10.0) -> It
                 "--appendonly", "no",
                 "--dir", str(workdir),
                 "--logfile", str(workdir / "redis.log"),
-                "--loadmodule", str(module), *module_args,
             ]
+            if load_module:
+                cmd += ["--loadmodule", str(module), *module_args]
             proc = subprocess.Popen(
                 cmd,
                 cwd=workdir,

@@ -127,7 +127,7 @@ def _query_args(query: Optional[Query]) -> List[bytes]:
     else:
         from urllib.parse import urlencode
 
-        q = urlencode(query, doseq=True).encode("ascii")  # type: ignore[arg-type]
+        q = urlencode(query, doseq=True).encode("ascii")
     if q in (b"", b"?"):
         return []  # the module treats these as "no query"; skip the option
     return [b"QUERY", q]

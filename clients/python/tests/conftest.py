@@ -24,7 +24,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from rcache_server import RedisServer, r, redis_server, running_server  # noqa: E402,F401
+from rcache_server import RedisServer, r, redis_server, running_server  # noqa: E402,F401  (fixtures)
 
 import rcache  # noqa: E402
 

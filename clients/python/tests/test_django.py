@@ -30,11 +30,6 @@ def client() -> Client:
     return Client()
 
 
-def get(client: Client, url: str, **extra):  # type: ignore[no-untyped-def]
-    resp = client.get(url, **extra)
-    return resp
-
-
 # -- hits, misses, stored headers --------------------------------------------------
 
 
@@ -331,7 +326,7 @@ def test_disabled_and_zero_timeout_pass_through(client: Client, settings) -> Non
 
 
 @pytest.fixture()
-def redis_down(settings) -> Iterator[None]:  # type: ignore[no-untyped-def]
+def redis_down(rcache_site, settings) -> Iterator[None]:  # type: ignore[no-untyped-def]
     settings.RCACHE = {**settings.RCACHE, "URL": f"redis://127.0.0.1:{free_port()}/0"}
     yield
 
@@ -351,7 +346,7 @@ def test_redis_down_does_not_break_the_site(client: Client, caplog: pytest.LogCa
 
 
 @pytest.fixture()
-def silent_server(settings) -> Iterator[None]:  # type: ignore[no-untyped-def]
+def silent_server(rcache_site, settings) -> Iterator[None]:  # type: ignore[no-untyped-def]
     """A TCP server that accepts connections and never answers: every command times out."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -407,3 +402,103 @@ def test_django_redis_alias(client: Client, settings, rcache_site) -> None:  # t
     client.get("/lang/")
     assert client.get("/lang/")["X-RCache"] == "HIT"
     assert rdj.purge("/lang/") == 1
+
+
+def test_purge_on_save_defaults_and_disconnect(client: Client) -> None:
+    from django.db.models.signals import post_save
+
+    with pytest.raises(TypeError):
+        rdj.purge_on_save(Comment)  # no get_absolute_url(): paths or tags needed
+    before = len(post_save.receivers)
+    disconnect = rdj.purge_on_save(Article, dispatch_uid="test-default")  # path = get_absolute_url()
+    assert len(post_save.receivers) == before + 1
+    disconnect()
+    assert len(post_save.receivers) == before
+
+
+def test_loaddata_style_raw_save_purges_nothing(client: Client) -> None:
+    a = Article.objects.create(title="Raw")
+    url = f"/articles/{a.pk}/"
+    client.get(url)
+    from django.db.models.signals import post_save
+
+    post_save.send(sender=Article, instance=a, created=False, raw=True, using="default", update_fields=None)
+    assert client.get(url)["X-RCache"] == "HIT"
+
+
+def test_timeouts_map_to_entry_ttl(client: Client, cache: rcache.RCache, r: redis.Redis, settings) -> None:  # type: ignore[no-untyped-def]
+    client.get("/lang/")  # cache_path(60)
+    assert 55 < r.ttl(cache.key("/lang/")) <= 60
+    settings.RCACHE = {**settings.RCACHE, "TIMEOUT": 500}
+    client.get("/default-timeout/")  # cache_path(): RCACHE["TIMEOUT"]
+    assert 495 < r.ttl(cache.key("/default-timeout/")) <= 500
+    client.get("/gone/")  # timedelta(minutes=2)
+    assert 115 < r.ttl(cache.key("/gone/")) <= 120
+    settings.RCACHE = {**settings.RCACHE, "TIMEOUT": None}
+    assert rdj.purge("/default-timeout/") == 1
+    client.get("/default-timeout/")  # no EX: the module's rcache.default-ttl (0 = none)
+    assert r.ttl(cache.key("/default-timeout/")) == -1
+
+
+def test_statuses_and_max_age(client: Client) -> None:
+    r1 = client.get("/gone/")
+    r2 = client.get("/gone/")
+    assert (r1.status_code, r2.status_code) == (404, 404)
+    assert r2["X-RCache"] == "HIT" and r2.content == b"gone"
+    assert "max-age=30" in r2["Cache-Control"]
+    assert CALLS["gone"] == 1
+
+
+def test_async_views(client: Client) -> None:
+    from asgiref.sync import iscoroutinefunction
+
+    from testproject.testapp import views
+
+    assert iscoroutinefunction(views.async_view) and iscoroutinefunction(views.async_class_view)
+    client.cookies["theme"] = "dark"
+    assert client.get("/async/").content == b"async theme=dark"
+    r = client.get("/async/")
+    assert r["X-RCache"] == "HIT" and r.content == b"async theme=dark"
+    assert client.get("/async/", HTTP_IF_NONE_MATCH=r["ETag"]).status_code == 304
+    assert client.get("/async-class/")["X-RCache"] == "MISS"
+    assert client.get("/async-class/")["X-RCache"] == "HIT"
+    assert CALLS["async"] == 1 and CALLS["async_class"] == 1
+    assert rdj.purge_tag("async") == 1
+
+
+def test_async_views_under_asgi() -> None:
+    import asyncio
+
+    from django.test import AsyncClient
+
+    async def run() -> list:
+        c = AsyncClient()
+        return [await c.get("/async/"), await c.get("/async/"), await c.get("/lang/"), await c.get("/lang/")]
+
+    r1, r2, r3, r4 = asyncio.run(run())
+    assert (r1["X-RCache"], r2["X-RCache"], r3["X-RCache"], r4["X-RCache"]) == ("MISS", "HIT", "MISS", "HIT")
+    assert r2.content == b"async theme=none"
+    assert CALLS["async"] == 1 and CALLS["lang"] == 1
+
+
+def test_pages_showing_flash_messages_are_not_shared(client: Client) -> None:
+    alice = Client()
+    alice.get("/messages/add/")
+    r = alice.get("/messages/")
+    assert b"saved for you" in r.content and r["X-RCache"] == "BYPASS"
+    r = client.get("/messages/")  # nobody else ever sees alice's message
+    assert b"saved for you" not in r.content and r["X-RCache"] == "MISS"
+    assert client.get("/messages/")["X-RCache"] == "HIT"
+    assert b"saved for you" not in alice.get("/messages/").content  # shown once, as usual
+
+
+def test_server_without_the_module_fails_open(client: Client, settings, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    from rcache_server import running_server
+
+    with running_server(load_module=False) as plain:
+        settings.RCACHE = {**settings.RCACHE, "URL": plain.url}
+        with caplog.at_level(logging.WARNING, logger="rcache.django"):
+            assert client.get("/lang/").content == b"lang=none"
+            assert client.get("/lang/").content == b"lang=none"
+        assert CALLS["lang"] == 2
+        assert any("unknown command" in rec.getMessage() for rec in caplog.records)

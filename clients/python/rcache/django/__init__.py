@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Set, Tuple, Type, TypeVar, Union
+import re
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type, TypeVar, Union
 from urllib.parse import unquote
 
 import redis
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.db import models, transaction
 from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
@@ -57,6 +59,7 @@ _SKIP_HEADERS = frozenset(
 _NOT_MODIFIED_HEADERS = ("Cache-Control", "Content-Location", "Date", "ETag", "Expires", "Last-Modified", "Vary")
 
 _TAGS_ATTR = "_rcache_tags"
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")  # RFC 9110 token: header and cookie names
 
 
 # ---------------------------------------------------------------------------
@@ -146,8 +149,8 @@ def _as_list(value: Any) -> List[str]:
     if value is None:
         return []
     if isinstance(value, str):
-        return [value]
-    return [v for v in value if v]
+        return [value] if value else []
+    return [str(v) for v in value if v is not None and v != ""]
 
 
 def purge_on_save(
@@ -188,8 +191,12 @@ def purge_on_save(
             return
 
         def run() -> None:
+            # Runs after the commit: a bad path must not turn a saved row into an error page.
             for p in p_list:
-                purge(p, exact=exact)
+                try:
+                    purge(p, exact=exact)
+                except ValueError as exc:
+                    get_settings().logger.error("rcache: purge_on_save(%s): %s", model.__name__, exc)
             if t_list:
                 purge_tag(*t_list)
 
@@ -209,7 +216,7 @@ def purge_on_save(
 def add_tags(request: HttpRequest, *tags: str) -> None:
     """Tag the response being rendered for ``request`` (call from inside a cached view)."""
     current: Set[str] = request.__dict__.setdefault(_TAGS_ATTR, set())
-    current.update(t for t in tags if t)
+    current.update(str(t) for t in tags if t)
 
 
 # ---------------------------------------------------------------------------
@@ -230,6 +237,13 @@ def _sets_cookies(request: HttpRequest, response: HttpResponseBase) -> bool:
     session = getattr(request, "session", None)
     if session is not None and getattr(session, "modified", False):
         return True
+    messages = getattr(request, "_messages", None)  # django.contrib.messages
+    if messages is not None and getattr(messages, "used", False):
+        try:
+            if len(messages):  # the page showed someone's messages; the storage will update
+                return True
+        except Exception:
+            return True
     return False
 
 
@@ -304,11 +318,13 @@ def cache_path(
     """
     header_names = tuple(h.strip() for h in vary_on_headers)
     for h in header_names:
-        if not h or h.lower() == "cookie":
+        if h.lower() == "cookie":
             raise ValueError("vary_on_headers: use vary_on_cookies=(...) instead of the Cookie header")
+        if not _TOKEN.match(h):
+            raise ValueError(f"vary_on_headers: invalid header name {h!r}")
     cookie_names = tuple(vary_on_cookies)
     for c in cookie_names:
-        if not c or "=" in c:
+        if not _TOKEN.match(c):
             raise ValueError(f"vary_on_cookies: invalid cookie name {c!r}")
     vary_header_value = header_names + (("Cookie",) if cookie_names else ())
     allowed_vary = {h.lower() for h in vary_header_value}
@@ -320,8 +336,9 @@ def cache_path(
 
             return method_decorator(decorator, name="dispatch")(view)
 
-        @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        def before(request: HttpRequest, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[bool, Any]:
+            """Before the view: ``(True, response)`` to answer from the cache, else
+            ``(False, finish)`` where ``finish(view_response)`` stores and returns it."""
             s = get_settings()
             ttl = _timeout_seconds(timeout, s.timeout)
             if (
@@ -329,7 +346,7 @@ def cache_path(
                 or request.method not in ("GET", "HEAD")
                 or (ttl is not None and ttl <= 0)
             ):
-                return view(request, *args, **kwargs)
+                return False, _identity
 
             def bypass(response: Any) -> Any:
                 if s.status_header and isinstance(response, HttpResponseBase):
@@ -338,7 +355,7 @@ def cache_path(
 
             path = request_path(request)
             if path is None or (not cache_authenticated and _is_authenticated(request)):
-                return bypass(view(request, *args, **kwargs))
+                return False, bypass
 
             query = request.META.get("QUERY_STRING", "")
             if isinstance(query, str):
@@ -358,11 +375,10 @@ def cache_path(
                 if cv is not None:
                     vary.append(("cookie", f"{c}={cv}"))
 
-            client_ok = True
             try:
                 value = _call(f"get of {path!r}", lambda: get_client().get(path, query=query_b, vary=vary))
             except _RedisFailed:
-                value, client_ok = None, False
+                return False, bypass  # do not try to store either
 
             if value is not None:
                 try:
@@ -379,12 +395,11 @@ def cache_path(
                     if s.status_header:
                         resp.headers[s.status_header] = "HIT"
                     if _etag_matches(request, etag):
-                        return _not_modified(resp)
-                    return resp
+                        return True, _with_status(_not_modified(resp), s.status_header, "HIT")
+                    return True, resp
 
-            response = view(request, *args, **kwargs)
-            if not client_ok or request.method != "GET":
-                return bypass(response)
+            if request.method != "GET":
+                return False, bypass  # HEAD: answered from a GET's entry, never stored
 
             def store(response: Any) -> Any:
                 if (
@@ -435,24 +450,57 @@ def cache_path(
                 if s.status_header:
                     response.headers[s.status_header] = "MISS"
                 if _etag_matches(request, etag):
-                    return _not_modified(response)
+                    return _with_status(_not_modified(response), s.status_header, "MISS")
                 return response
 
-            if hasattr(response, "add_post_render_callback") and not getattr(response, "is_rendered", True):
-                response.add_post_render_callback(store)  # TemplateResponse: store once rendered
-                return response
-            return store(response)
+            def finish(response: Any) -> Any:
+                if hasattr(response, "add_post_render_callback") and not getattr(response, "is_rendered", True):
+                    response.add_post_render_callback(store)  # TemplateResponse: store once rendered
+                    return response
+                return store(response)
+
+            return False, finish
+
+        if iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                # Redis and request.user are synchronous: run them in a thread, as Django does.
+                answered, result = await sync_to_async(before)(request, args, kwargs)
+                if answered:
+                    return result
+                response = await view(request, *args, **kwargs)
+                return await sync_to_async(result)(response)
+
+            return async_wrapper
+
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            answered, result = before(request, args, kwargs)
+            if answered:
+                return result
+            return result(view(request, *args, **kwargs))
 
         return wrapper
 
     return decorator
 
 
+def _identity(response: Any) -> Any:
+    return response
+
+
+def _with_status(response: HttpResponseBase, header: Optional[str], value: str) -> HttpResponseBase:
+    if header:
+        response.headers[header] = value
+    return response
+
+
 def _custom_reason(response: HttpResponseBase) -> bool:
     from http import HTTPStatus
 
     try:
-        return response.reason_phrase != HTTPStatus(response.status_code).phrase
+        return bool(response.reason_phrase != HTTPStatus(response.status_code).phrase)
     except ValueError:
         return True
 

@@ -33,7 +33,6 @@ from typing import Any, Dict, Optional
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
-from django.dispatch import receiver
 
 from ..client import DEFAULT_MAX_PATH_LEN, RCache, path_error
 
@@ -124,7 +123,7 @@ def _load() -> Settings:
 def _connect(s: Settings) -> Any:
     if s.cache_alias:
         try:
-            from django_redis import get_redis_connection  # type: ignore[import-not-found]
+            from django_redis import get_redis_connection
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImproperlyConfigured("RCACHE['CACHE_ALIAS'] needs django-redis installed") from exc
         return get_redis_connection(s.cache_alias)
@@ -158,15 +157,19 @@ def reset() -> None:
     """Forget the settings and the connection (re-read on next use)."""
     global _settings, _client
     with _lock:
-        old, _client, _settings = _client, None, None
-    if old is not None and hasattr(old.conn, "close"):
+        old, _client, old_settings, _settings = _client, None, _settings, None
+    # Close only a connection we made; a django-redis alias' pool belongs to django-redis.
+    owned = old_settings is not None and not old_settings.cache_alias
+    if old is not None and owned and hasattr(old.conn, "close"):
         try:
             old.conn.close()
         except Exception:  # pragma: no cover - best effort
             pass
 
 
-@receiver(setting_changed)
 def _on_setting_changed(setting: str, **kwargs: Any) -> None:
     if setting in ("RCACHE", "CACHES"):
         reset()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="rcache.django.conf")

@@ -21,4 +21,10 @@ urlpatterns = [
     path("method-decorated/", views.MethodDecorated.as_view(), name="method-decorated"),
     path("wrapped-as-view/", views.wrapped_as_view, name="wrapped-as-view"),
     path("raw/<path:rest>", views.raw, name="raw"),
+    path("default-timeout/", views.default_timeout, name="default-timeout"),
+    path("gone/", views.gone, name="gone"),
+    path("async/", views.async_view, name="async"),
+    path("messages/", views.with_messages, name="messages"),
+    path("messages/add/", views.add_message, name="add-message"),
+    path("async-class/", views.async_class_view, name="async-class"),
 ]

@@ -1,6 +1,7 @@
 """Views of the test project; CALLS counts how often each one really ran."""
 
 from collections import Counter
+from datetime import timedelta
 
 from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
@@ -147,3 +148,50 @@ wrapped_as_view = cache_path(60)(_Plain.as_view())
 def raw(request, rest):
     CALLS["raw"] += 1
     return HttpResponse(f"raw:{rest}")
+
+
+@cache_path()
+def default_timeout(request):
+    CALLS["default_timeout"] += 1
+    return HttpResponse("default timeout")
+
+
+@cache_path(timedelta(minutes=2), statuses=(200, 404), max_age=30)
+def gone(request):
+    CALLS["gone"] += 1
+    return HttpResponse("gone", status=404)
+
+
+@cache_path(60, tags=["async"], vary_on_cookies=["theme"])
+async def async_view(request):
+    CALLS["async"] += 1
+    return HttpResponse(f"async theme={request.COOKIES.get('theme', 'none')}")
+
+
+class AsyncClassView(View):
+    async def get(self, request):
+        CALLS["async_class"] += 1
+        return HttpResponse("async class")
+
+
+async_class_view = cache_path(60)(AsyncClassView.as_view())
+
+
+MESSAGES_TEMPLATE = engines["django"].from_string(
+    "<p>page</p>{% for m in messages %}<p class=msg>{{ m }}</p>{% endfor %}"
+)
+
+
+@cache_path(60)
+def with_messages(request):
+    from django.contrib.messages import get_messages
+
+    CALLS["with_messages"] += 1
+    return TemplateResponse(request, MESSAGES_TEMPLATE, {"messages": get_messages(request)})
+
+
+def add_message(request):
+    from django.contrib import messages
+
+    messages.info(request, "saved for you")
+    return HttpResponse("added")
