@@ -53,6 +53,9 @@ pub extern "C" fn on_keyspace_event(
             return;
         }
         let event = unsafe { CStr::from_ptr(event) }.to_bytes();
+        if event == b"loaded" && ctx.is_async_loading() {
+            return; // indexed from a scan when the swap completes
+        }
         keyspace_event(ctx, event, ffi::string_bytes(key));
     });
     raw::REDISMODULE_OK as c_int
@@ -99,6 +102,29 @@ fn reindex(ctx: Ctx, key: &[u8]) {
     }
 }
 
+/// Indexes every entry key in every database from a scan of the keyspace: for a
+/// module loaded into a running server, and after a replica swapped in data it
+/// loaded asynchronously. O(keyspace), once.
+pub fn index_keyspace(ctx: Ctx) {
+    let dropped = store::with(|s| s.flush(-1));
+    STATS.removed(Removal::Other, dropped);
+    let selected = ctx.selected_db();
+    let mut db = 0;
+    while ctx.select_db(db) {
+        let mut keys = Vec::new();
+        ctx.scan_keys(|k| {
+            if k.starts_with(KEY_PREFIX) {
+                keys.push(k.to_vec());
+            }
+        });
+        for key in keys {
+            reindex(ctx, &key);
+        }
+        db += 1;
+    }
+    ctx.select_db(selected);
+}
+
 /// Re-reads the keys whose contents changed outside the module. The caller's
 /// selected database is restored afterwards.
 pub fn process_pending(ctx: Ctx) {
@@ -143,14 +169,18 @@ fn server_event(ctx: Ctx, id: u64, subevent: u64, data: *mut c_void) {
             let dropped = store::with(|s| s.flush(-1));
             STATS.removed(Removal::Other, dropped);
         }
+        (raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD, raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_COMPLETED) => {
+            index_keyspace(ctx)
+        }
         (raw::REDISMODULE_EVENT_EVENTLOOP, raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP) => process_pending(ctx),
         _ => {}
     }
 }
 
-pub const SERVER_EVENTS: [u64; 4] = [
+pub const SERVER_EVENTS: [u64; 5] = [
     raw::REDISMODULE_EVENT_FLUSHDB,
     raw::REDISMODULE_EVENT_SWAPDB,
     raw::REDISMODULE_EVENT_LOADING,
+    raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD,
     raw::REDISMODULE_EVENT_EVENTLOOP,
 ];

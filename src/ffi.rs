@@ -47,7 +47,8 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_LoadConfigs, RedisModule_RegisterInfoFunc, RedisModule_InfoAddSection,
         RedisModule_InfoAddFieldULongLong, RedisModule_InfoAddFieldCString, RedisModule_StringPtrLen,
         RedisModule_GetCurrentUserName, RedisModule_GetModuleUserFromUserName,
-        RedisModule_FreeModuleUser, RedisModule_ACLCheckKeyPermissions, RedisModule_SelectDb
+        RedisModule_FreeModuleUser, RedisModule_ACLCheckKeyPermissions, RedisModule_SelectDb,
+        RedisModule_ScanCursorCreate, RedisModule_ScanCursorDestroy, RedisModule_Scan
     );
     missing
 }
@@ -167,6 +168,31 @@ impl Ctx {
 
     pub fn select_db(&self, db: i32) -> bool {
         unsafe { rm!(RedisModule_SelectDb(self.0, db)) == raw::REDISMODULE_OK as c_int }
+    }
+
+    /// Calls `f` with the name of every key in the selected database.
+    pub fn scan_keys(&self, mut f: impl FnMut(&[u8])) {
+        unsafe extern "C" fn each(
+            _ctx: *mut raw::RedisModuleCtx,
+            name: *mut raw::RedisModuleString,
+            _key: *mut raw::RedisModuleKey,
+            privdata: *mut c_void,
+        ) {
+            let f = unsafe { &mut *privdata.cast::<&mut dyn FnMut(&[u8])>() };
+            f(string_bytes(name));
+        }
+        let mut f: &mut dyn FnMut(&[u8]) = &mut f;
+        let privdata = (&mut f as *mut &mut dyn FnMut(&[u8])).cast::<c_void>();
+        let cursor = unsafe { rm!(RedisModule_ScanCursorCreate()) };
+        while unsafe { rm!(RedisModule_Scan(self.0, cursor, Some(each), privdata)) } != 0 {}
+        unsafe { rm!(RedisModule_ScanCursorDestroy(cursor)) };
+    }
+
+    /// Redis 7.0 loads a replica's data into a temporary database while the old one
+    /// keeps serving (`repl-diskless-load swapdb`); `loaded` events then describe keys
+    /// that are not in the database they name.
+    pub fn is_async_loading(&self) -> bool {
+        self.flags() & raw::REDISMODULE_CTX_FLAGS_ASYNC_LOADING != 0
     }
 
     fn flags(&self) -> u32 {

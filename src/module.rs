@@ -134,7 +134,17 @@ fn setup(ctx: Ctx, args: &[RedisString]) -> Result<(), String> {
     if !ctx.register_info(Some(info)) {
         return Err("could not register the INFO section".into());
     }
+    // Loaded into a running server (MODULE LOAD): index the entries already there.
+    // At startup the keyspace is still empty, and loaded data raises `loaded` events.
+    events::index_keyspace(ctx);
     Ok(())
+}
+
+/// MODULE UNLOAD is refused: Redis would unmap the code while the index, the
+/// registered settings and subscriptions still point into it.
+fn refuse_unload(ctx: &Context) -> Status {
+    Ctx::from_raw(ctx.ctx).log(c"warning", "rcache cannot be unloaded; restart the server without it");
+    Status::Err
 }
 
 redis_module! {
@@ -143,6 +153,7 @@ redis_module! {
     allocator: (CountingRedisAlloc, CountingRedisAlloc),
     data_types: [],
     init: init,
+    deinit: refuse_unload,
     commands: [
         ["rcache.set", commands::set, "write deny-oom", 1, 1, 1, ""],
         ["rcache.get", commands::get, "readonly fast", 1, 1, 1, ""],

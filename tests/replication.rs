@@ -123,3 +123,25 @@ fn restarts_keep_entries_ttls_and_the_index() {
         assert_eq!(info_u64(&mut c, "entries"), 1, "{name}");
     }
 }
+
+/// MODULE LOAD into a server that already holds entries (written by another server
+/// and restored here) indexes them; MODULE UNLOAD is refused.
+#[test]
+fn module_loaded_at_runtime_indexes_existing_entries() {
+    let with_module = Server::start();
+    let mut w = with_module.conn();
+    run_every_write(&mut w);
+    let entries = snapshot(&mut w);
+    let plain = Server::start_plain();
+    let mut p = plain.conn();
+    q::<()>(&mut p, &["SELECT", "3"]);
+    for (key, dump, _) in &entries {
+        cmd("RESTORE").arg(key).arg(0).arg(dump).query::<()>(&mut p).unwrap();
+    }
+    q::<()>(&mut p, &["MODULE", "LOAD", &module_path().display().to_string()]);
+    assert_eq!(info_u64(&mut p, "entries"), entries.len() as u64);
+    assert_eq!(reads(&mut p), reads(&mut w));
+    assert_eq!(q::<i64>(&mut p, &["RCACHE.PURGE", "/t"]), q::<i64>(&mut w, &["RCACHE.PURGE", "/t"]));
+    assert!(q_err(&mut p, &["MODULE", "UNLOAD", "rcache"]).starts_with("ERR"));
+    assert_eq!(q::<Option<Vec<u8>>>(&mut p, &["RCACHE.GET", "{shop}/p/1"]), Some(b"p1".to_vec()));
+}

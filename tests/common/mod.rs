@@ -59,6 +59,13 @@ impl Server {
         server
     }
 
+    /// A server without the module (to load it later with MODULE LOAD).
+    pub fn start_plain() -> Server {
+        let mut server = Server { port: free_port(), dir: temp_dir(), args: vec!["--save".into(), "".into(), "--enable-module-command".into(), "yes".into()], child: None };
+        server.spawn();
+        server
+    }
+
     pub fn start() -> Server {
         Self::start_with(&[], &[])
     }
