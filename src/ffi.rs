@@ -245,23 +245,20 @@ impl Ctx {
         }
     }
 
-    /// Whether the current user may write (delete) the key named `name`.
-    pub fn user_may_write(&self, name: &[u8]) -> bool {
+    /// The calling client's ACL user, looked up once per command.
+    pub fn acl_user(&self) -> AclUser {
         unsafe {
-            let user_name = rm!(RedisModule_GetCurrentUserName(self.0));
-            if user_name.is_null() {
-                return true; // no client user (AOF loading, replication stream)
+            let name = rm!(RedisModule_GetCurrentUserName(self.0));
+            if name.is_null() {
+                return AclUser::Internal; // no client: AOF loading, the replication stream
             }
-            let user = rm!(RedisModule_GetModuleUserFromUserName(user_name));
-            rm!(RedisModule_FreeString(self.0, user_name));
+            let user = rm!(RedisModule_GetModuleUserFromUserName(name));
+            rm!(RedisModule_FreeString(self.0, name));
             if user.is_null() {
-                return false;
+                AclUser::Unknown
+            } else {
+                AclUser::User(*self, user)
             }
-            let key = self.string(name);
-            let ok = rm!(RedisModule_ACLCheckKeyPermissions(user, key.ptr, raw::REDISMODULE_CMD_KEY_DELETE as c_int))
-                == raw::REDISMODULE_OK as c_int;
-            rm!(RedisModule_FreeModuleUser(user));
-            ok
         }
     }
 
@@ -341,6 +338,36 @@ impl Ctx {
                 args: ptr::null_mut(),
             };
             rm!(RedisModule_SetCommandInfo(command, &info)) == raw::REDISMODULE_OK as c_int
+        }
+    }
+}
+
+/// An ACL user for key permission checks; released on drop.
+pub enum AclUser {
+    Internal,
+    Unknown,
+    User(Ctx, *mut raw::RedisModuleUser),
+}
+
+impl AclUser {
+    /// Whether this user may write (delete) the key named `name`.
+    pub fn may_write(&self, name: &[u8]) -> bool {
+        match self {
+            AclUser::Internal => true,
+            AclUser::Unknown => false,
+            AclUser::User(ctx, user) => {
+                let key = ctx.string(name);
+                let flags = raw::REDISMODULE_CMD_KEY_DELETE as c_int;
+                unsafe { rm!(RedisModule_ACLCheckKeyPermissions(*user, key.ptr, flags)) == raw::REDISMODULE_OK as c_int }
+            }
+        }
+    }
+}
+
+impl Drop for AclUser {
+    fn drop(&mut self) {
+        if let AclUser::User(_, user) = self {
+            unsafe { rm!(RedisModule_FreeModuleUser(*user)) };
         }
     }
 }
