@@ -113,7 +113,9 @@ impl<'a, 'b> Options<'a, 'b> {
         let Some(arg) = self.args.get(self.at) else { return Ok(None) };
         self.at += 1;
         let Some(&name) = known.iter().find(|k| k.as_bytes().eq_ignore_ascii_case(arg)) else {
-            return err(format!("unknown option '{}'", String::from_utf8_lossy(arg)));
+            // Quote a bounded part: the argument may be hundreds of megabytes.
+            let more = if arg.len() > 64 { "..." } else { "" };
+            return err(format!("unknown option '{}{more}'", String::from_utf8_lossy(&arg[..arg.len().min(64)])));
         };
         if self.seen.contains(&name) {
             return err(format!("option {name} given more than once"));
@@ -241,10 +243,13 @@ pub fn parse_purgetag<'a>(args: &[&'a [u8]]) -> ArgResult<Vec<&'a [u8]>> {
     if args.is_empty() {
         return wrong_arity("rcache.purgetag");
     }
+    // A set, not `Vec::contains`: a request of 100k distinct tags must not cost 10^10
+    // comparisons (and block the server for seconds).
+    let mut seen = std::collections::HashSet::with_capacity(args.len());
     let mut tags = Vec::with_capacity(args.len());
     for &tag in args {
         check_label(tag, "tag")?;
-        if !tags.contains(&tag) {
+        if seen.insert(tag) {
             tags.push(tag);
         }
     }

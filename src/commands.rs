@@ -41,8 +41,23 @@ fn run(ctx: &Context, args: &[RedisString], name: &str, handler: fn(Ctx, &[&[u8]
         Ok(Reply::Bulk(b)) => Ok(RedisValue::StringBuffer(b)),
         Ok(Reply::Paths(p)) => Ok(RedisValue::Array(p.into_iter().map(RedisValue::StringBuffer).collect())),
         Ok(Reply::Sent) => Ok(RedisValue::NoReply),
-        Err(msg) => Err(RedisError::String(msg)),
+        Err(msg) => Err(RedisError::String(printable(&msg))),
     }
+}
+
+/// Error replies quote client bytes. redis-module turns a reply's chars into bytes with
+/// `as u8` and aborts the server when that yields a NUL (a quoted 'Ā', U+0100, did), so
+/// replies are kept to printable ASCII: any other byte is written `\xNN`.
+fn printable(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for &b in msg.as_bytes() {
+        if (0x20..0x7f).contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
@@ -191,9 +206,10 @@ fn notify(ctx: Ctx, class: std::ffi::c_int, event: &CStr, key: &RString) {
 /// PURGE and PURGETAG remove only what the caller may write: one path outside its ACL
 /// key permissions refuses the whole request.
 fn check_write_permission<'a>(ctx: Ctx, paths: impl Iterator<Item = &'a [u8]>) -> ArgResult<()> {
+    let user = ctx.acl_user();
     let mut last: Option<&[u8]> = None;
     for path in paths {
-        if last != Some(path) && !ctx.user_may_write(path) {
+        if last != Some(path) && !user.may_write(path) {
             return Err(format!(
                 "NOPERM this user has no permission to remove entries under '{}'",
                 String::from_utf8_lossy(path)
