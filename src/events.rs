@@ -53,9 +53,6 @@ pub extern "C" fn on_keyspace_event(
             return;
         }
         let event = unsafe { CStr::from_ptr(event) }.to_bytes();
-        if event == b"loaded" && ctx.is_async_loading() {
-            return; // indexed from a scan when the swap completes
-        }
         keyspace_event(ctx, event, ffi::string_bytes(key));
     });
     raw::REDISMODULE_OK as c_int
@@ -102,9 +99,8 @@ fn reindex(ctx: Ctx, key: &[u8]) {
     }
 }
 
-/// Indexes every entry key in every database from a scan of the keyspace: for a
-/// module loaded into a running server, and after a replica swapped in data it
-/// loaded asynchronously. O(keyspace), once.
+/// Indexes every entry key in every database from a scan of the keyspace, for a
+/// module loaded into a running server. O(keyspace), once.
 pub fn index_keyspace(ctx: Ctx) {
     let dropped = store::with(|s| s.flush(-1));
     STATS.removed(Removal::Other, dropped);
@@ -169,18 +165,16 @@ fn server_event(ctx: Ctx, id: u64, subevent: u64, data: *mut c_void) {
             let dropped = store::with(|s| s.flush(-1));
             STATS.removed(Removal::Other, dropped);
         }
-        (raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD, raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_COMPLETED) => {
-            index_keyspace(ctx)
-        }
         (raw::REDISMODULE_EVENT_EVENTLOOP, raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP) => process_pending(ctx),
         _ => {}
     }
 }
 
-pub const SERVER_EVENTS: [u64; 5] = [
+/// rcache does not opt in to async replica loading (`repl-diskless-load swapdb`),
+/// so Redis loads such a replica's data synchronously, raising `loaded` events.
+pub const SERVER_EVENTS: [u64; 4] = [
     raw::REDISMODULE_EVENT_FLUSHDB,
     raw::REDISMODULE_EVENT_SWAPDB,
     raw::REDISMODULE_EVENT_LOADING,
-    raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD,
     raw::REDISMODULE_EVENT_EVENTLOOP,
 ];

@@ -188,13 +188,6 @@ impl Ctx {
         unsafe { rm!(RedisModule_ScanCursorDestroy(cursor)) };
     }
 
-    /// Redis 7.0 loads a replica's data into a temporary database while the old one
-    /// keeps serving (`repl-diskless-load swapdb`); `loaded` events then describe keys
-    /// that are not in the database they name.
-    pub fn is_async_loading(&self) -> bool {
-        self.flags() & raw::REDISMODULE_CTX_FLAGS_ASYNC_LOADING != 0
-    }
-
     fn flags(&self) -> u32 {
         unsafe { rm!(RedisModule_GetContextFlags(self.0)) as u32 }
     }
