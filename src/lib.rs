@@ -29,3 +29,7 @@ mod guard;
 mod module;
 #[cfg(not(test))]
 mod store;
+
+/// Fuzz targets over everything that reads client bytes (unit tests only).
+#[cfg(test)]
+mod fuzz;
