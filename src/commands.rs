@@ -33,9 +33,20 @@ enum Reply {
 /// panic guard, its outcome turned into a reply.
 fn run(ctx: &Context, args: &[RedisString], name: &str, handler: fn(Ctx, &[&[u8]]) -> ArgResult<Reply>) -> RedisResult {
     let ctx = Ctx::from_raw(ctx.ctx);
-    let argv: Vec<&[u8]> = args.iter().skip(1).map(|a| a.as_slice()).collect();
-    let internal = Err(format!("ERR internal error in {name}; see the server log"));
-    match guarded(ctx, name, internal, || handler(ctx, &argv)) {
+    // Most requests have a handful of arguments: keep them on the stack.
+    let mut few: [&[u8]; 16] = [&[]; 16];
+    let many: Vec<&[u8]>;
+    let argv: &[&[u8]] = if args.len() <= few.len() {
+        for (slot, a) in few.iter_mut().zip(args.iter().skip(1)) {
+            *slot = a.as_slice();
+        }
+        &few[..args.len().saturating_sub(1)]
+    } else {
+        many = args.iter().skip(1).map(|a| a.as_slice()).collect();
+        &many
+    };
+    let internal = || Err(format!("ERR internal error in {name}; see the server log"));
+    match guarded(ctx, name, internal, || handler(ctx, argv)) {
         Ok(Reply::Ok) => Ok(RedisValue::SimpleStringStatic("OK")),
         Ok(Reply::Int(n)) => Ok(RedisValue::Integer(n)),
         Ok(Reply::Bulk(b)) => Ok(RedisValue::StringBuffer(b)),
@@ -97,19 +108,26 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let key_name = entry_key(req.path, &variant);
     let stored = entry::encode(req.value, u64::try_from(now).unwrap_or(0), &req.tags);
     let key = ctx.string(&key_name);
-    {
+    let replaced_untagged_entry = {
         let open = ctx.open_key(&key, true);
+        // An entry already here is already indexed (the index follows the keyspace, and
+        // a pending re-read covers one written by a plain SET): refreshing an untagged
+        // entry without tags needs no index work, the common case for a cache.
+        let untagged = open.string().is_some_and(|old| entry::decode(old).is_ok_and(|e| e.tags.is_empty()));
         if !open.set_string(&ctx.string(&stored)) || expire_at.is_some_and(|at| !open.set_abs_expire(at)) {
             return Err("ERR could not write the entry".into());
         }
-    }
+        untagged
+    };
     ctx.replicate_set(&key_name, &stored, expire_at);
     notify(ctx, NOTIFY_STRING, c"set", &key);
     if expire_at.is_some() {
         notify(ctx, NOTIFY_GENERIC, c"expire", &key);
     }
-    let db = ctx.selected_db();
-    store::with(|s| s.db(db).insert(req.path, variant, &req.tags));
+    if !(replaced_untagged_entry && req.tags.is_empty()) {
+        let db = ctx.selected_db();
+        store::with(|s| s.db(db).insert(req.path, variant, &req.tags));
+    }
     bump(&STATS.sets, 1);
     Ok(Reply::Ok)
 }

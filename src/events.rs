@@ -48,7 +48,7 @@ pub extern "C" fn on_keyspace_event(
     key: *mut raw::RedisModuleString,
 ) -> c_int {
     let ctx = Ctx::from_raw(ctx);
-    guarded(ctx, "keyspace notification", (), || {
+    guarded(ctx, "keyspace notification", || (), || {
         if NOTIFYING_OURSELVES.with(Cell::get) || event.is_null() {
             return;
         }
@@ -139,7 +139,7 @@ pub fn process_pending(ctx: Ctx) {
 
 pub extern "C" fn on_server_event(ctx: *mut raw::RedisModuleCtx, event: raw::RedisModuleEvent, subevent: u64, data: *mut c_void) {
     let ctx = Ctx::from_raw(ctx);
-    guarded(ctx, "server event", (), || server_event(ctx, event.id, subevent, data));
+    guarded(ctx, "server event", || (), || server_event(ctx, event.id, subevent, data));
 }
 
 fn server_event(ctx: Ctx, id: u64, subevent: u64, data: *mut c_void) {

@@ -14,13 +14,13 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
         .unwrap_or("unknown panic")
 }
 
-/// Runs `f`; on a panic logs it (naming `what`) and returns `fallback`.
-pub fn guarded<T>(ctx: Ctx, what: &str, fallback: T, f: impl FnOnce() -> T) -> T {
+/// Runs `f`; on a panic logs it (naming `what`) and returns `fallback()`.
+pub fn guarded<T>(ctx: Ctx, what: &str, fallback: impl FnOnce() -> T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(payload) => {
             ctx.log(c"warning", &format!("rcache: internal error in {what}: {}", panic_message(payload.as_ref())));
-            fallback
+            fallback()
         }
     }
 }

@@ -40,14 +40,22 @@ pub fn vary_digest(pairs: &[(&[u8], &[u8])]) -> Option<Digest> {
     if pairs.is_empty() {
         return None;
     }
-    let mut canonical: Vec<(Vec<u8>, &[u8])> =
-        pairs.iter().map(|(n, v)| (n.to_ascii_lowercase(), *v)).collect();
-    canonical.sort_unstable();
+    // Sorted by lower-cased name without copying names (GET's hot path).
+    let lower = |n: &[u8]| n.iter().map(u8::to_ascii_lowercase).collect::<Vec<_>>();
+    let mut canonical = pairs.to_vec();
+    canonical.sort_unstable_by(|(n1, v1), (n2, v2)| {
+        let (l1, l2) = (n1.iter().map(u8::to_ascii_lowercase), n2.iter().map(u8::to_ascii_lowercase));
+        l1.cmp(l2).then_with(|| v1.cmp(v2))
+    });
     let mut md5 = Md5::new();
     md5.update((canonical.len() as u64).to_be_bytes());
     for (name, value) in &canonical {
         md5.update((name.len() as u64).to_be_bytes());
-        md5.update(name);
+        if name.iter().any(u8::is_ascii_uppercase) {
+            md5.update(lower(name));
+        } else {
+            md5.update(name);
+        }
         md5.update((value.len() as u64).to_be_bytes());
         md5.update(value);
     }
@@ -57,7 +65,12 @@ pub fn vary_digest(pairs: &[(&[u8], &[u8])]) -> Option<Digest> {
 fn push_digest(key: &mut Vec<u8>, digest: &Option<Digest>) {
     key.push(b':');
     match digest {
-        Some(d) => key.extend_from_slice(hex::encode(d).as_bytes()),
+        Some(d) => {
+            let mut hex = [0u8; 32];
+            // Cannot fail: the buffer is exactly twice the digest's length.
+            let _ = hex::encode_to_slice(d, &mut hex);
+            key.extend_from_slice(&hex);
+        }
         None => key.push(b'-'),
     }
 }

@@ -92,7 +92,7 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) 
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
     let c = Ctx::from_raw(ctx.ctx);
-    guarded(c, "module load", Status::Err, || match setup(c, args) {
+    guarded(c, "module load", || Status::Err, || match setup(c, args) {
         Ok(()) => Status::Ok,
         Err(msg) => {
             c.log(c"warning", &format!("rcache: not loaded: {msg}"));
