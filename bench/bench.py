@@ -46,8 +46,8 @@ MODES = {
     # n: entries; fan: (phases per tournament, tournaments per site)
     "full": dict(n=1_000_000, fan=(100, 100), reps=3, tp_keys=100_000,
                  n_p16=1_000_000, n_p1=200_000, time_limit=3 * 3600),
-    "quick": dict(n=100_000, fan=(100, 100), reps=3, tp_keys=20_000,
-                  n_p16=100_000, n_p1=20_000, time_limit=600),
+    "quick": dict(n=100_000, fan=(100, 100), reps=3, tp_keys=10_000,
+                  n_p16=80_000, n_p1=15_000, time_limit=600),
     "smoke": dict(n=3_000, fan=(10, 10), reps=2, tp_keys=500,
                   n_p16=4_000, n_p1=1_000, time_limit=120),
 }
@@ -313,6 +313,40 @@ class Prober:
                 self.p.join(5)
 
 
+class Perf:
+    """Optional `perf record -g` of a server process (bench.py --perf DIR)."""
+
+    def __init__(self, outdir, pid, tag):
+        self.outdir, self.pid, self.tag = outdir, pid, tag
+        self.p = None
+
+    def __enter__(self):
+        if not self.outdir:
+            return self
+        os.makedirs(self.outdir, exist_ok=True)
+        self.data = os.path.join(self.outdir, self.tag + ".data")
+        cg = ["--call-graph", os.environ["PERF_CALL_GRAPH"]] if os.environ.get("PERF_CALL_GRAPH") else ["-g"]
+        self.p = subprocess.Popen(["perf", "record", "-F", "4999"] + cg + ["-p", str(self.pid), "-o", self.data],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        if not self.p:
+            return
+        self.p.send_signal(signal.SIGINT)
+        try:
+            self.p.wait(30)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait(5)
+        txt = os.path.join(self.outdir, self.tag + ".txt")
+        with open(txt, "w") as fh:
+            subprocess.run(["perf", "report", "-i", self.data, "--stdio", "--no-children",
+                            "--percent-limit", "1", "-g", "none"], stdout=fh, stderr=subprocess.DEVNULL, timeout=300)
+        log("  perf profile: " + txt)
+
+
 # ------------------------------------------------------------------ runner
 class Bench:
     def __init__(self, args):
@@ -332,6 +366,7 @@ class Bench:
         self.res = {"mode": self.mode, "cfg": {k: v for k, v in cfg.items()},
                     "throughput": {}, "purge": {}, "memory": {}, "checks": []}
         self.t_start = time.time()
+        self._profiled = {}
 
     @staticmethod
     def _value(size):
@@ -514,7 +549,12 @@ class Bench:
         rc0 = self.rcache_info(srv) if (op == "GET" and sch.name == "rcache") else None
         cmd = [self.args.redis_benchmark, "-h", "127.0.0.1", "-p", str(srv.port), "-c", str(CLIENTS),
                "-n", str(n), "-r", str(k), "-P", str(pl), "--csv"] + args
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        prof = self.args.perf if (self.args.perf and pl == 16 and size == 1024 and v == 0
+                                  and sch.name in ("rcache", "native") and not self._profiled.get((sch.name, op))) else None
+        if prof:
+            self._profiled[(sch.name, op)] = True
+        with Perf(prof, srv.proc.pid, "%s-%s" % (sch.name, op)):
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         after = srv.cmdstats()
         d = cmd_delta(before, after, stat)
         rps = 0.0
@@ -578,6 +618,11 @@ class Bench:
         rinfo0 = self.rcache_info(srv) if sch.name == "rcache" else None
         probe_cmd = sch.get_cmd(PROBE_PATH, 0)
         pr = self.prober
+        prof = self.args.perf if (self.args.perf and not self._profiled.get((sch.name, M))) else None
+        if prof:
+            self._profiled[(sch.name, M)] = True
+        perf = Perf(prof, srv.proc.pid, "%s-purge-%d" % (sch.name, M))
+        perf.__enter__()
         pr.begin(srv.port, probe_cmd)
         try:
             time.sleep(0.03)
@@ -587,6 +632,7 @@ class Bench:
             time.sleep(0.01)
         finally:
             st, lat, perr, pmiss = pr.end()
+            perf.__exit__(None, None, None)
         after = srv.cmdstats()
         busy_us = sum(cmd_delta(before, after, c)["usec"] for c in sch.purge_cmds)
         fails = sum(cmd_delta(before, after, c)["failed_calls"] for c in sch.purge_cmds)
@@ -638,6 +684,11 @@ class Bench:
         self.res["env"] = env_info(self.args, module if "rcache" in names else None)
         workdir = tempfile.mkdtemp(prefix="rcache-bench-")
         try:
+            if "rcache" in names:
+                # a private copy: a rebuild during the run cannot change what is measured
+                copy = os.path.join(workdir, os.path.basename(module))
+                shutil.copy2(module, copy)
+                module = copy
             log("rcache bench, mode=%s N=%d reps=%d schemes=%s" % (self.mode, self.wl.n, self.cfg["reps"], ",".join(names)))
             self.prober = Prober()  # forked early, while this process is small
             self.start(names, module, workdir)
@@ -655,8 +706,26 @@ class Bench:
             self.stop()
             shutil.rmtree(workdir, ignore_errors=True)
         self.res["elapsed_s"] = time.time() - self.t_start
+        self.res["env"]["loadavg_end"] = loadavg()
         self.res["failures"] = self.failures
         self.res["warnings"] = self.warnings
+
+
+def read_analysis():
+    """bench/ANALYSIS.md (hand-written notes on missed targets), without its title."""
+    ana = os.path.join(HERE, "ANALYSIS.md")
+    if not os.path.exists(ana):
+        return None
+    with open(ana) as fh:
+        return "\n".join(l for l in fh.read().splitlines() if not l.startswith("# "))
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def env_info(args, module):
@@ -680,6 +749,7 @@ def env_info(args, module):
         "cpu": "%s, %d cores" % (cpu, os.cpu_count() or 0),
         "python": platform.python_version(),
         "commit": sh("git", "-C", REPO, "rev-parse", "--short", "HEAD") or "(uncommitted)",
+        "loadavg_start": loadavg(),
     }
     if module:
         st = os.stat(module)
@@ -701,12 +771,24 @@ def main(argv=None):
     ap.add_argument("--tp-keys", dest="tp_keys", type=int, help="override throughput keyspace")
     ap.add_argument("--out", help="markdown output (default: bench/RESULTS.md; smoke: a temp file)")
     ap.add_argument("--json", help="raw results JSON (default: next to --out)")
+    ap.add_argument("--perf", metavar="DIR", help="perf-record the servers (first P16 1KB GET/SET run, first purge of each M) into DIR")
     ap.add_argument("--keep-going", action="store_true", help="smoke: do not stop at the first failed check")
     ap.add_argument("--redis-server", default=shutil.which("redis-server") or "/usr/bin/redis-server")
     ap.add_argument("--redis-benchmark", default=shutil.which("redis-benchmark") or "/usr/bin/redis-benchmark")
+    ap.add_argument("--render-only", metavar="JSON", help="re-render the markdown from a results.json, run nothing")
     args = ap.parse_args(argv)
 
     import report  # noqa: local module
+
+    if args.render_only:
+        with open(args.render_only) as fh:
+            res = json.load(fh)
+        res["analysis"] = read_analysis() if res.get("mode") != "smoke" else None
+        out = args.out or os.path.join(HERE, "RESULTS.md")
+        with open(out, "w") as fh:
+            fh.write(report.render(res))
+        log("wrote " + out)
+        return 0
 
     def on_alarm(signum, frame):
         raise TimeoutError("benchmark exceeded its time limit of %ds" % MODES[args.mode]["time_limit"])
@@ -744,6 +826,8 @@ def main(argv=None):
         out = os.path.join(HERE, "RESULTS.md")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     js = args.json or os.path.join(os.path.dirname(os.path.abspath(out)), "results.json")
+    if args.mode != "smoke":
+        b.res["analysis"] = read_analysis()
     if status != 2 or b.res.get("memory"):
         md = report.render(b.res)
         with open(out, "w") as f:

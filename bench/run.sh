@@ -20,7 +20,10 @@ for tool in redis-server redis-benchmark "$py"; do
 done
 if ! "$py" -c 'import redis' >/dev/null 2>&1; then
   echo "run.sh: installing Python dependencies (bench/requirements.txt)" >&2
-  "$py" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt" >&2
+  "$py" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt" >&2 \
+    || "$py" -m pip install --quiet --disable-pip-version-check --user -r "$here/requirements.txt" >&2 \
+    || { echo "run.sh: could not pip install $(cat "$here/requirements.txt")" >&2; exit 2; }
+  "$py" -c 'import redis' || { echo "run.sh: redis-py still not importable" >&2; exit 2; }
 fi
 limit=7200
 [ "$mode" = quick ] && limit=900
