@@ -53,6 +53,18 @@ fn populate(c: &mut Connection, tag: &str) {
     select(c, 0);
 }
 
+/// Detaches the replica, lets both sides diverge (a replica-only entry; the master
+/// flushed and refilled under `/two`), re-attaches it and waits for the full sync.
+fn diverge_and_resync(master: &Server, m: &mut Connection, replica: &Server, r: &mut Connection) {
+    q::<()>(r, &["REPLICAOF", "NO", "ONE"]);
+    set(r, &["/one/replica-only", "v"]);
+    q::<()>(m, &["FLUSHALL"]);
+    populate(m, "two");
+    q::<()>(r, &["REPLICAOF", "127.0.0.1", &master.port.to_string()]);
+    wait_link_up(replica);
+    wait_replicas(m, 1);
+}
+
 #[test]
 fn full_sync_then_stream_then_purge_reaches_the_replica() {
     let master = start_master(&[]);
@@ -114,13 +126,7 @@ fn a_second_full_sync_replaces_the_replica_index() {
     wait_replicas(&mut m, 1);
     // Detach, diverge on both sides, re-attach: the replica's data (and index) is
     // replaced wholesale by the master's.
-    q::<()>(&mut r, &["REPLICAOF", "NO", "ONE"]);
-    set(&mut r, &["/one/replica-only", "v"]);
-    q::<()>(&mut m, &["FLUSHALL"]);
-    populate(&mut m, "two");
-    q::<()>(&mut r, &["REPLICAOF", "127.0.0.1", &master.port.to_string()]);
-    wait_link_up(&replica);
-    wait_replicas(&mut m, 1);
+    diverge_and_resync(&master, &mut m, &replica, &mut r);
     assert_eq!(assert_index_exact(&mut r, &[0, 3], "replica after the second full sync"), 140);
     assert_eq!(listed(&mut r, "/one"), Vec::<String>::new());
     assert_eq!(get(&mut r, &["/one/replica-only"]), None);
@@ -235,13 +241,7 @@ fn full_sync_with_swapdb_diskless_load() {
     wait_replicas(&mut m, 1);
     assert_eq!(assert_index_exact(&mut r, &[0, 3], "replica after the first swapdb sync"), 140);
     // A second full sync over a replica that holds data (and diverged).
-    q::<()>(&mut r, &["REPLICAOF", "NO", "ONE"]);
-    set(&mut r, &["/one/replica-only", "v"]);
-    q::<()>(&mut m, &["FLUSHALL"]);
-    populate(&mut m, "two");
-    q::<()>(&mut r, &["REPLICAOF", "127.0.0.1", &master.port.to_string()]);
-    wait_link_up(&replica);
-    wait_replicas(&mut m, 1);
+    diverge_and_resync(&master, &mut m, &replica, &mut r);
     assert_eq!(assert_index_exact(&mut r, &[0, 3], "replica after the second swapdb sync"), 140);
     assert_eq!(listed(&mut r, "/one"), Vec::<String>::new());
     // And it serves PURGE correctly once promoted.
