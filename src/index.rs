@@ -455,13 +455,11 @@ pub struct DbIndex {
 
 impl DbIndex {
     /// Indexes the entry at (path, variant) with `tags`, replacing what was there.
-    /// Returns whether it was new.
-    pub fn insert(&mut self, path: &[u8], variant: Variant, tags: &[&[u8]]) -> bool {
+    pub fn insert(&mut self, path: &[u8], variant: Variant, tags: &[&[u8]]) {
         let old = self.paths.insert(path, Stored { variant, tagged: !tags.is_empty() });
         if !tags.is_empty() || old.is_some_and(|o| o.tagged) {
             self.tags.set(&entry_key(path, &variant), tags);
         }
-        old.is_none()
     }
 
     /// Drops the entry at (path, variant) from the index; returns whether it was there.
