@@ -4,18 +4,6 @@
 mod common;
 use common::*;
 
-fn set(c: &mut Connection, words: &[&str]) {
-    let mut all = vec!["RCACHE.SET"];
-    all.extend_from_slice(words);
-    assert_eq!(q::<String>(c, &all), "OK");
-}
-
-fn get(c: &mut Connection, words: &[&str]) -> Option<Vec<u8>> {
-    let mut all = vec!["RCACHE.GET"];
-    all.extend_from_slice(words);
-    q(c, &all)
-}
-
 /// Redis cluster's key slot: CRC16 (XMODEM) of the hash tag or the whole key.
 fn slot(key: &[u8]) -> u16 {
     let tagged = key.iter().position(|&b| b == b'{').and_then(|o| {

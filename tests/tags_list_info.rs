@@ -3,12 +3,6 @@
 mod common;
 use common::*;
 
-fn set(c: &mut Connection, words: &[&str]) {
-    let mut all = vec!["RCACHE.SET"];
-    all.extend_from_slice(words);
-    assert_eq!(q::<String>(c, &all), "OK");
-}
-
 fn exists(c: &mut Connection, path: &str) -> bool {
     q::<Option<Vec<u8>>>(c, &["RCACHE.GET", path]).is_some()
 }

@@ -174,6 +174,20 @@ pub fn q<T: redis::FromRedisValue>(c: &mut Connection, words: &[&str]) -> T {
     command.query(c).unwrap_or_else(|e| panic!("{words:?}: {e}"))
 }
 
+/// `RCACHE.SET words…`, which must reply OK.
+pub fn set(c: &mut Connection, words: &[&str]) {
+    let mut all = vec!["RCACHE.SET"];
+    all.extend_from_slice(words);
+    assert_eq!(q::<String>(c, &all), "OK", "{all:?}");
+}
+
+/// `RCACHE.GET words…`: the value, or None on a miss.
+pub fn get(c: &mut Connection, words: &[&str]) -> Option<Vec<u8>> {
+    let mut all = vec!["RCACHE.GET"];
+    all.extend_from_slice(words);
+    q(c, &all)
+}
+
 /// Runs a command that must fail; returns the error text.
 pub fn q_err(c: &mut Connection, words: &[&str]) -> String {
     let mut command = cmd(words[0]);

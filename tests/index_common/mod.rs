@@ -6,18 +6,6 @@ use std::collections::BTreeSet;
 
 use crate::common::*;
 
-pub fn set(c: &mut Connection, words: &[&str]) {
-    let mut all = vec!["RCACHE.SET"];
-    all.extend_from_slice(words);
-    assert_eq!(q::<String>(c, &all), "OK", "{all:?}");
-}
-
-pub fn get(c: &mut Connection, words: &[&str]) -> Option<Vec<u8>> {
-    let mut all = vec!["RCACHE.GET"];
-    all.extend_from_slice(words);
-    q(c, &all)
-}
-
 /// The key of the plain variant (no query, no vary) of a path without braces.
 pub fn key_of(path: &str) -> String {
     format!("rcache:{{{path}}}:-:-")
