@@ -5,14 +5,14 @@ use std::ffi::{c_char, c_int, c_longlong, c_void, CStr};
 
 use redis_module::{raw, redis_module, Context, RedisString, Status};
 
-use crate::alloc::{live_bytes, CountingRedisAlloc};
-use crate::commands;
-use crate::config::{self, Setting};
-use crate::events;
+use crate::server::alloc::{live_bytes, CountingRedisAlloc};
+use crate::server::commands;
+use crate::core::config::{self, Setting};
+use crate::server::events;
 use crate::ffi::{self, CommandDoc, Ctx, InfoCtx, KEY_RO, KEY_RO_NO_ACCESS, KEY_RW_DELETE, KEY_RW_INSERT};
-use crate::guard::guarded;
-use crate::stats::STATS;
-use crate::store;
+use crate::server::guard::guarded;
+use crate::core::stats::STATS;
+use crate::server::store;
 
 pub const MODULE_VERSION: i32 = 100; // 0.1.0, as Redis encodes module versions
 

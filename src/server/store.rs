@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex, TryLockError};
 
-use crate::index::DbIndex;
-use crate::key::Variant;
+use crate::core::index::DbIndex;
+use crate::core::key::Variant;
 
 #[derive(Default)]
 pub struct State {

@@ -14,10 +14,10 @@ use std::cell::Cell;
 
 use proptest::prelude::*;
 
-use crate::args::{self, Limits, MAX_LIST_COUNT, MAX_NAME_LEN, MAX_QUERY_LEN};
-use crate::entry;
-use crate::key::{entry_key, parse_entry_key, Variant};
-use crate::path::{self, Coverage};
+use crate::core::args::{self, Limits, MAX_LIST_COUNT, MAX_NAME_LEN, MAX_QUERY_LEN};
+use crate::core::entry;
+use crate::core::key::{entry_key, parse_entry_key, Variant};
+use crate::core::path::{self, Coverage};
 
 // ---- The largest single allocation a closure makes, on this thread. ----
 

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 
-use crate::args::Limits;
+use crate::core::args::Limits;
 
 pub struct Setting {
     /// The name without the module prefix, as given to `loadmodule`.

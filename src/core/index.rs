@@ -9,8 +9,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::key::{entry_key, Variant};
-use crate::path::Coverage;
+use crate::core::key::{entry_key, Variant};
+use crate::core::path::Coverage;
 
 type Bytes = Box<[u8]>;
 
@@ -497,7 +497,7 @@ impl DbIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::Variant;
+    use crate::core::key::Variant;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 

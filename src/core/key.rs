@@ -9,7 +9,7 @@
 
 use md5::{Digest as _, Md5};
 
-use crate::path;
+use crate::core::path;
 
 pub const KEY_PREFIX: &[u8] = b"rcache:";
 

@@ -3,8 +3,8 @@
 //! and against the configured limits before anything is allocated for it.
 //! Pure logic; knows nothing of Redis.
 
-use crate::key::Variant;
-use crate::path;
+use crate::core::key::Variant;
+use crate::core::path;
 
 pub const MAX_QUERY_LEN: usize = 64 * 1024;
 pub const MAX_NAME_LEN: usize = 1024;

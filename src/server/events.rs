@@ -14,12 +14,12 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 
 use redis_module::raw;
 
-use crate::entry;
+use crate::core::entry;
 use crate::ffi::{self, Ctx};
-use crate::guard::guarded;
-use crate::key::{parse_entry_key, KEY_PREFIX};
-use crate::stats::{Removal, STATS};
-use crate::store;
+use crate::server::guard::guarded;
+use crate::core::key::{parse_entry_key, KEY_PREFIX};
+use crate::core::stats::{Removal, STATS};
+use crate::server::store;
 
 thread_local! {
     static NOTIFYING_OURSELVES: Cell<bool> = const { Cell::new(false) };

@@ -7,16 +7,16 @@ use std::time::Instant;
 
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
-use crate::args::{self, ArgResult};
-use crate::config;
-use crate::entry;
-use crate::events;
+use crate::core::args::{self, ArgResult};
+use crate::core::config;
+use crate::core::entry;
+use crate::server::events;
 use crate::ffi::{self, Ctx, KeyKind, RString, NOTIFY_GENERIC, NOTIFY_STRING};
-use crate::guard::guarded;
-use crate::key::{entry_key, parse_entry_key};
-use crate::path::Coverage;
-use crate::stats::{bump, STATS};
-use crate::store;
+use crate::server::guard::guarded;
+use crate::core::key::{entry_key, parse_entry_key};
+use crate::core::path::Coverage;
+use crate::core::stats::{bump, STATS};
+use crate::server::store;
 
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 

@@ -1,0 +1,14 @@
+//! The pure core: everything here works on bytes and numbers and knows nothing of
+//! Redis, so it is unit- and property-tested without a server.
+
+pub mod args;
+pub mod config;
+pub mod entry;
+pub mod index;
+pub mod key;
+pub mod path;
+pub mod stats;
+
+/// Fuzz targets over everything that reads client bytes (unit tests only).
+#[cfg(test)]
+mod fuzz;

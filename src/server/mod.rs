@@ -1,0 +1,10 @@
+//! The server layer: what Redis calls (commands, events, INFO, load) and the state
+//! those calls share. Every entry point runs inside `guard::guarded`; every call into
+//! Redis goes through `crate::ffi`.
+
+mod alloc;
+mod commands;
+mod events;
+mod guard;
+mod module;
+mod store;
