@@ -85,6 +85,11 @@ impl<'a> Coverage<'a> {
         Coverage { exact: Some(base), subtree: Some(subtree) }
     }
 
+    /// Every path (`LIST ""`).
+    pub fn all() -> Self {
+        Coverage { exact: None, subtree: Some(Vec::new()) }
+    }
+
     /// `PURGE prefix EXACT`: the path itself, byte for byte.
     pub fn exact(path: &'a [u8]) -> Self {
         Coverage { exact: Some(path), subtree: None }
