@@ -165,7 +165,7 @@ fn del_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
 }
 
 fn purge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
-    let req = args::parse_purge(argv, &config::limits())?;
+    let req = args::parse_purge(argv)?;
     let started = Instant::now();
     let coverage = if req.exact { Coverage::exact(req.prefix) } else { Coverage::prefix(req.prefix) };
     events::process_pending(ctx);
@@ -202,10 +202,10 @@ fn purgetag_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
 }
 
 fn list_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
-    let req = args::parse_list(argv, &config::limits())?;
+    let req = args::parse_list(argv)?;
     events::process_pending(ctx);
     let db = ctx.selected_db();
-    let coverage = Coverage::prefix(req.prefix);
+    let coverage = if req.prefix.is_empty() { Coverage::all() } else { Coverage::prefix(req.prefix) };
     let paths = store::with(|s| s.existing_db(db).map(|d| d.paths.list(&coverage, req.after, req.count)).unwrap_or_default());
     Ok(Reply::Paths(paths))
 }
