@@ -48,7 +48,8 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_InfoAddFieldULongLong, RedisModule_InfoAddFieldCString, RedisModule_StringPtrLen,
         RedisModule_GetCurrentUserName, RedisModule_GetModuleUserFromUserName,
         RedisModule_FreeModuleUser, RedisModule_ACLCheckKeyPermissions, RedisModule_SelectDb,
-        RedisModule_ScanCursorCreate, RedisModule_ScanCursorDestroy, RedisModule_Scan
+        RedisModule_ScanCursorCreate, RedisModule_ScanCursorDestroy, RedisModule_Scan,
+        RedisModule_MallocSize
     );
     missing
 }
@@ -136,6 +137,17 @@ impl Key {
 
     pub fn delete(&self) -> bool {
         unsafe { rm!(RedisModule_DeleteKey(self.0)) == raw::REDISMODULE_OK as c_int }
+    }
+}
+
+/// The bytes Redis' allocator really holds for `ptr` (its usable size: the size
+/// class, not the size asked for), as `used_memory` counts them. Called from the
+/// global allocator, so it must not panic or allocate: 0 before the module API is
+/// set up (then the allocator itself is not usable either).
+pub fn malloc_size(ptr: *mut u8) -> usize {
+    match unsafe { raw::RedisModule_MallocSize } {
+        Some(f) => unsafe { f(ptr.cast()) },
+        None => 0,
     }
 }
 

@@ -5,7 +5,8 @@
 //! are a set of 4-byte entry ids and an entry's tags an array of 4-byte tag ids, so
 //! one (entry, tag) pair costs 4 bytes in the entry's array plus one slot (4 bytes
 //! and a control byte, at a load factor of 7/16 to 7/8) in the tag's set. A tagged
-//! entry also keeps its path and variant once, to name its key for PURGETAG.
+//! entry also keeps its path and variant once, to name its key for PURGETAG: about
+//! 70 bytes plus the path, whatever its number of tags.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -42,11 +43,35 @@ impl Hasher for IdHasher {
 
 type IdSet = HashSet<u32, BuildHasherDefault<IdHasher>>;
 
+/// 56 bytes plus one allocation, whatever the number of tags.
 #[derive(Debug)]
 struct TaggedEntry {
-    path: Box<[u8]>,
     variant: Variant,
-    tags: Box<[TagId]>,
+    tags: u16,
+    /// The tag ids (4 bytes each, little-endian), then the path.
+    data: Box<[u8]>,
+}
+
+impl TaggedEntry {
+    fn new(path: &[u8], variant: Variant, tags: &[TagId]) -> Self {
+        let mut data = Vec::with_capacity(4 * tags.len() + path.len());
+        tags.iter().for_each(|t| data.extend_from_slice(&t.to_le_bytes()));
+        data.extend_from_slice(path);
+        // At most max-tags (1024) ids: the count fits.
+        TaggedEntry { variant, tags: u16::try_from(tags.len()).unwrap_or(u16::MAX), data: data.into_boxed_slice() }
+    }
+
+    fn split(&self) -> (&[u8], &[u8]) {
+        self.data.split_at((4 * usize::from(self.tags)).min(self.data.len()))
+    }
+
+    fn tags(&self) -> impl Iterator<Item = TagId> + '_ {
+        self.split().0.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn path(&self) -> &[u8] {
+        self.split().1
+    }
 }
 
 #[derive(Debug)]
@@ -84,6 +109,11 @@ impl<T> Slab<T> {
             }
         }
         let i = u32::try_from(self.slots.len()).ok().filter(|&i| i < u32::MAX)?;
+        if self.slots.len() == self.slots.capacity() {
+            // Grows by a quarter, not double: still amortized O(1), at most 25 % slack
+            // on the largest per-entry record.
+            self.slots.reserve_exact((self.slots.len() / 4).max(16));
+        }
         self.slots.push(Some(item));
         Some(i)
     }
@@ -131,7 +161,7 @@ impl TagIndex {
         if tags.is_empty() {
             return None;
         }
-        let slot = self.entries.add(TaggedEntry { path: path.into(), variant, tags: Box::new([]) })?;
+        let slot = self.entries.add(TaggedEntry::new(path, variant, &[]))?;
         let id = EntryId::new(slot + 1)?;
         let mut ids = Vec::with_capacity(tags.len());
         for &name in tags {
@@ -141,7 +171,7 @@ impl TagIndex {
             }
         }
         if let Some(entry) = self.entries.get_mut(slot) {
-            entry.tags = ids.into_boxed_slice();
+            *entry = TaggedEntry::new(path, variant, &ids);
         }
         Some(id)
     }
@@ -158,7 +188,7 @@ impl TagIndex {
     /// Forgets the tagged entry `id`, and every tag no other entry carries.
     pub(super) fn forget(&mut self, id: EntryId) {
         let Some(entry) = self.entries.take(id.get() - 1) else { return };
-        for &tag in entry.tags.iter() {
+        for tag in entry.tags() {
             let Some(t) = self.tags.get_mut(tag) else { continue };
             t.members.remove(&id.get());
             if t.members.is_empty() {
@@ -187,7 +217,7 @@ impl TagIndex {
                     continue;
                 }
                 if let Some(e) = id.checked_sub(1).and_then(|slot| self.entries.get(slot)) {
-                    keys.push(entry_key(&e.path, &e.variant));
+                    keys.push(entry_key(e.path(), &e.variant));
                 }
             }
         }
@@ -198,7 +228,7 @@ impl TagIndex {
     #[cfg(test)]
     pub(super) fn tags_of(&self, id: EntryId) -> Vec<Vec<u8>> {
         let Some(e) = self.entries.get(id.get() - 1) else { return Vec::new() };
-        e.tags.iter().filter_map(|&t| self.tags.get(t)).map(|t| t.name.to_vec()).collect()
+        e.tags().filter_map(|t| self.tags.get(t)).map(|t| t.name.to_vec()).collect()
     }
 }
 
