@@ -161,7 +161,9 @@ impl TagIndex {
         if tags.is_empty() {
             return None;
         }
-        let slot = self.entries.add(TaggedEntry::new(path, variant, &[]))?;
+        // The id first (the tags' sets hold it), the record once the tag ids are known;
+        // an empty box does not allocate.
+        let slot = self.entries.add(TaggedEntry { variant, tags: 0, data: Box::new([]) })?;
         let id = EntryId::new(slot + 1)?;
         let mut ids = Vec::with_capacity(tags.len());
         for &name in tags {
