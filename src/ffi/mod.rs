@@ -18,10 +18,13 @@ macro_rules! rm {
     ($f:ident($($arg:expr),* $(,)?)) => {
         match unsafe { raw::$f } {
             Some(f) => unsafe { f($($arg),*) },
-            None => missing_api(stringify!($f)),
+            None => $crate::ffi::missing_api(stringify!($f)),
         }
     };
 }
+
+mod blocking;
+pub use blocking::{callback_args, Blocked, TimerId};
 
 #[cold]
 fn missing_api(name: &str) -> ! {
@@ -48,7 +51,10 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_InfoAddFieldULongLong, RedisModule_InfoAddFieldCString, RedisModule_StringPtrLen,
         RedisModule_GetCurrentUserName, RedisModule_GetModuleUserFromUserName,
         RedisModule_FreeModuleUser, RedisModule_ACLCheckKeyPermissions, RedisModule_SelectDb,
-        RedisModule_ScanCursorCreate, RedisModule_ScanCursorDestroy, RedisModule_Scan
+        RedisModule_ScanCursorCreate, RedisModule_ScanCursorDestroy, RedisModule_Scan,
+        RedisModule_BlockClient, RedisModule_UnblockClient, RedisModule_GetBlockedClientPrivateData,
+        RedisModule_GetBlockedClientHandle, RedisModule_SetDisconnectCallback, RedisModule_CreateTimer,
+        RedisModule_StopTimer
     );
     missing
 }
