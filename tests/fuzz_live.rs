@@ -625,9 +625,10 @@ fn keyspace_entries(c: &mut Raw) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
         };
         let Reply::Bulk(value) = c.one(&[b"GET", &key]) else { panic!("GET") };
         let Some(value) = value else { continue }; // expired between KEYS and GET
-        assert_eq!(&value[..4], b"RCE\x01", "{key:?} does not hold an entry");
-        let count = u16::from_le_bytes([value[48], value[49]]) as usize;
-        let (mut at, mut tags) = (50, Vec::new());
+        assert_eq!(&value[..4], b"RCE\x02", "{key:?} does not hold an entry (layout v2)");
+        let etag_len = u16::from_le_bytes([value[28], value[29]]) as usize;
+        let count = u16::from_le_bytes([value[30], value[31]]) as usize;
+        let (mut at, mut tags) = (32 + etag_len, Vec::new());
         for _ in 0..count {
             let len = u16::from_le_bytes([value[at], value[at + 1]]) as usize;
             tags.push(value[at + 2..at + 2 + len].to_vec());

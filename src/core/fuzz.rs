@@ -235,7 +235,7 @@ proptest! {
             }
             let key = entry_key(s.path, &s.variant.variant());
             prop_assert_eq!(parse_entry_key(&key), Some((s.path, s.variant.variant())));
-            let stored = entry::encode(s.value, 1, &s.tags);
+            let stored = entry::encode(s.value, entry::Lifetime::default(), s.etag.unwrap_or(b"e"), &s.tags);
             let e = entry::decode(&stored).unwrap();
             prop_assert_eq!((e.value, e.tags), (s.value, s.tags.clone()));
         }
@@ -250,14 +250,14 @@ proptest! {
             }
         }
 
-        let (purge, big) = largest_allocation(|| args::parse_purge(&argv, &LIMITS));
+        let (purge, big) = largest_allocation(|| args::parse_purge("rcache.purge", &argv, &LIMITS));
         prop_assert!(big <= bound, "parse_purge allocated {big}");
         if let Ok(p) = purge {
             prop_assert!(path_ok(p.prefix, LIMITS.max_path_len));
             prop_assert_eq!(p.exact, argv.len() == 2);
         }
 
-        let (tags, big) = largest_allocation(|| args::parse_purgetag(&argv));
+        let (tags, big) = largest_allocation(|| args::parse_purgetag("rcache.purgetag", &argv));
         prop_assert!(big <= bound, "parse_purgetag allocated {big}");
         if let Ok(tags) = tags {
             prop_assert!(!tags.is_empty() && tags.len() <= argv.len());
@@ -329,7 +329,8 @@ proptest! {
                 let mut tags: Vec<Vec<u8>> = tags.into_iter().filter(|t| t.len() < 64).collect();
                 tags.dedup();
                 let t: Vec<&[u8]> = tags.iter().map(Vec::as_slice).collect();
-                let mut b = entry::encode(&value, 42, &t);
+                let life = entry::Lifetime { stored_at_ms: 42, fresh_until_ms: 43, grace_s: 7 };
+                let mut b = entry::encode(&value, life, b"etag", &t);
                 for (at, x) in flips {
                     let at = at % b.len();
                     b[at] = x;
@@ -340,13 +341,13 @@ proptest! {
     ]) {
         let (decoded, big) = largest_allocation(|| entry::decode(&bytes));
         prop_assert!(big <= 16 * bytes.len() + 1024, "decode allocated {big} for {} bytes", bytes.len());
-        let offset = entry::value_offset(&bytes);
+        let header = entry::header(&bytes);
         if let Ok(e) = decoded {
-            let at = offset.unwrap();
+            let at = header.unwrap().value_at;
             prop_assert_eq!(e.value, &bytes[at..]);
-            let header: usize = 50 + e.tags.iter().map(|t| 2 + t.len()).sum::<usize>();
-            prop_assert_eq!(header, at, "tags fill the header exactly");
-            prop_assert!(e.etag.len() == 32);
+            let fixed = if bytes[3] == 1 { 50 } else { 32 + e.etag.len() };
+            let header_len: usize = fixed + e.tags.iter().map(|t| 2 + t.len()).sum::<usize>();
+            prop_assert_eq!(header_len, at, "tags fill the header exactly");
         }
     }
 }
@@ -392,6 +393,6 @@ fn purgetag_parsing_is_linear() {
     let req: Vec<Vec<u8>> = (0..200_000).map(|i| format!("tag:{i}").into_bytes()).collect();
     let argv = refs(&req);
     let started = std::time::Instant::now();
-    assert_eq!(args::parse_purgetag(&argv).unwrap().len(), 200_000);
+    assert_eq!(args::parse_purgetag("rcache.purgetag", &argv).unwrap().len(), 200_000);
     assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
 }
