@@ -44,12 +44,13 @@ impl Token {
         &self.0
     }
 
-    /// The grant sequence number of a token this table issued; None for any other bytes.
+    /// The grant sequence number of a token this table issued; None for any other
+    /// bytes (tokens compare byte for byte: upper-case hex is another token).
     fn seq(bytes: &[u8], nonce: u64) -> Option<u64> {
         let mut raw = [0u8; 16];
         hex::decode_to_slice(bytes, &mut raw).ok()?;
-        let (n, s) = raw.split_at(8);
-        (n == nonce.to_be_bytes()).then(|| u64::from_be_bytes(s.try_into().unwrap_or_default()))
+        let seq = u64::from_be_bytes(raw[8..].try_into().ok()?);
+        (Token::new(nonce, seq).as_bytes() == bytes).then_some(seq)
     }
 }
 
@@ -183,6 +184,14 @@ impl Books {
     fn tag_purged_since(&self, db: i32, seq: u64, tags: &[&[u8]]) -> bool {
         seq < self.log_floor
             || self.tag_last.get(&db).is_some_and(|last| tags.iter().any(|t| last.get(*t).is_some_and(|s| *s > seq)))
+    }
+}
+
+impl Default for LeaseTable {
+    /// A table with a random nonce (std's per-process random hash keys).
+    fn default() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        Self::new(std::collections::hash_map::RandomState::new().build_hasher().finish())
     }
 }
 
@@ -335,6 +344,17 @@ impl LeaseTable {
             true
         });
         (allowed.unwrap_or(false), actions)
+    }
+
+    /// Whether `token` is the entry's live lease at `now`.
+    pub fn holds(&self, db: i32, path: &[u8], variant: &Variant, token: &[u8], now: i64) -> bool {
+        let Some(seq) = Token::seq(token, self.books.nonce) else { return false };
+        self.slots
+            .get(&db)
+            .and_then(|paths| paths.get(path))
+            .and_then(|slots| slots.iter().find(|s| s.variant == *variant))
+            .and_then(|s| s.lease.as_ref())
+            .is_some_and(|l| l.seq == seq && l.expires_at > now)
     }
 
     /// The entry was stored (by any SET): its lease ends and every waiter is served.
@@ -509,9 +529,14 @@ mod tests {
         let tok = grant(&mut t, "/a", 0, 100);
         let other = grant(&mut t, "/b", 0, 100);
         assert!(!may_set(&mut t, "/a", &other, &[], 1));
-        for junk in [&b""[..], b"x", b"\x00\xff", &[b'0'; 32], &[b'z'; 64]] {
+        let upper = tok.as_bytes().to_ascii_uppercase();
+        for junk in [&b""[..], b"x", b"\x00\xff", &[b'0'; 32], &[b'z'; 64], &upper, &tok.as_bytes()[..31]] {
+            assert!(!t.holds(DB, b"/a", &v(""), junk, 1));
             assert!(!t.may_set(DB, b"/a", &v(""), junk, &[], 1).0);
         }
+        assert!(t.holds(DB, b"/a", &v(""), tok.as_bytes(), 1));
+        assert!(!t.holds(DB, b"/a", &v(""), other.as_bytes(), 1));
+        assert!(!t.holds(DB, b"/a", &v(""), tok.as_bytes(), 100), "expired");
         // A refusal with a foreign token leaves the live lease alone.
         assert!(may_set(&mut t, "/a", &tok, &[], 1));
         assert!(t.stored(DB, b"/a", &v(""), 1).is_empty());
