@@ -117,9 +117,10 @@ impl Ctx {
         unsafe { rm!(RedisModule_CreateTimer(self.0, after_ms, callback, std::ptr::null_mut())) }
     }
 
-    /// Replies with `value` (from a callback that is not a command handler).
-    pub fn reply_value(&self, value: redis_module::RedisValue) {
-        redis_module::Context::new(self.0).reply(Ok(value));
+    /// Replies with an error (`msg` starts with its code, e.g. `ERR`).
+    pub fn reply_error(&self, msg: &str) {
+        let msg = std::ffi::CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
+        unsafe { rm!(RedisModule_ReplyWithError(self.0, msg.as_ptr())) };
     }
 
     /// Cancels a timer that has not fired; false if it already fired (or never existed).

@@ -54,7 +54,7 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_ScanCursorCreate, RedisModule_ScanCursorDestroy, RedisModule_Scan,
         RedisModule_BlockClient, RedisModule_UnblockClient, RedisModule_GetBlockedClientPrivateData,
         RedisModule_GetBlockedClientHandle, RedisModule_SetDisconnectCallback, RedisModule_CreateTimer,
-        RedisModule_StopTimer,
+        RedisModule_StopTimer, RedisModule_ReplyWithError,
         RedisModule_GetExpire, RedisModule_ReplyWithArray, RedisModule_ReplyWithSimpleString,
         RedisModule_ReplyWithLongLong
     );
