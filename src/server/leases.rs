@@ -78,6 +78,7 @@ pub fn lookup(ctx: Ctx, db: i32, path: &[u8], variant: &Variant, found: Found, l
     let answer = match outcome {
         Lookup::Granted(token) => {
             bump(&STATS.leases_granted, 1);
+            arm_timer(ctx);
             Answer::Granted(token)
         }
         Lookup::Wait(id) => block(ctx, id, wait.unwrap_or(0)),
@@ -159,34 +160,40 @@ pub fn flushed(ctx: Ctx, db: i32) {
     carry_out(ctx, actions);
 }
 
-/// Releases the clients the actions name, then makes sure the expiry timer is armed
-/// for the earliest live lease.
+/// Releases the clients the actions name. A lease handed over may expire before any
+/// other, so the timer is re-armed then (a command without actions, the common SET,
+/// costs nothing more).
 fn carry_out(ctx: Ctx, actions: Vec<Action>) {
-    if !actions.is_empty() {
-        let released: Vec<(Blocked<Outcome>, Outcome)> = store::with(|s| {
-            actions
-                .into_iter()
-                .filter_map(|action| {
-                    let (id, outcome) = match action {
-                        Action::Serve(id) => (id, Outcome::Served),
-                        Action::Hand(id, token) => (id, Outcome::Handed(token)),
-                    };
-                    let bc = s.leases.blocked.remove(&id)?;
-                    s.leases.waiter_of.remove(&bc.id());
-                    Some((bc, outcome))
-                })
-                .collect()
-        });
-        for (bc, outcome) in released {
-            if matches!(outcome, Outcome::Handed(_)) {
-                bump(&STATS.leases_granted, 1);
-            }
-            bc.unblock(Some(Box::new(outcome)));
-        }
+    if actions.is_empty() {
+        return;
     }
-    arm_timer(ctx);
+    let handed = actions.iter().any(|a| matches!(a, Action::Hand(..)));
+    let released: Vec<(Blocked<Outcome>, Outcome)> = store::with(|s| {
+        actions
+            .into_iter()
+            .filter_map(|action| {
+                let (id, outcome) = match action {
+                    Action::Serve(id) => (id, Outcome::Served),
+                    Action::Hand(id, token) => (id, Outcome::Handed(token)),
+                };
+                let bc = s.leases.blocked.remove(&id)?;
+                s.leases.waiter_of.remove(&bc.id());
+                Some((bc, outcome))
+            })
+            .collect()
+    });
+    for (bc, outcome) in released {
+        if matches!(outcome, Outcome::Handed(_)) {
+            bump(&STATS.leases_granted, 1);
+        }
+        bc.unblock(Some(Box::new(outcome)));
+    }
+    if handed {
+        arm_timer(ctx);
+    }
 }
 
+/// Makes sure the expiry timer is armed for the earliest live lease.
 fn arm_timer(ctx: Ctx) {
     let (next, armed) = store::with(|s| (s.leases.table.next_expiry(), s.leases.timer));
     let Some(at) = next else { return };
@@ -210,6 +217,7 @@ extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut std::ffi::c_vo
             s.leases.table.expire(now)
         });
         carry_out(ctx, actions);
+        arm_timer(ctx);
     });
 }
 
@@ -235,9 +243,8 @@ extern "C" fn on_timeout(ctx: *mut raw::RedisModuleCtx, _argv: *mut *mut raw::Re
     let ctx = Ctx::from_raw(ctx);
     guarded(ctx, "lease wait timeout", || (), || {
         if let Some(bc) = ctx.blocked_handle::<Outcome>() {
-            // Still ours to release; otherwise the store or hand-over that released it
-            // raced this timeout and Redis answers only here (its reply callback is
-            // skipped once the client has been unblocked by the timeout).
+            // Redis skips this callback for a client we already released, and the
+            // map makes sure a handle is released once whatever the order.
             if store::with(|s| s.leases.forget(bc.id())) {
                 bc.unblock(None);
             }
