@@ -244,20 +244,19 @@ fn lookup_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
 }
 
 /// A released LOOKUP waiter (`argv`: its own arguments) is answered as a fresh LOOKUP
-/// would be, plus the lease it was handed while that lease is still live.
-pub fn answer_waiter(ctx: Ctx, argv: &[&[u8]], handed: Option<Token>) {
-    let answer = || -> ArgResult<()> {
+/// would be, plus the lease it was handed while that lease is still live. Returns
+/// whether the reply carried a lease (`None` for an error reply).
+pub fn answer_waiter(ctx: Ctx, argv: &[&[u8]], handed: Option<Token>) -> Option<bool> {
+    let answer = || -> ArgResult<bool> {
         let req = args::parse_lookup(argv, &config::limits())?;
         let variant = req.variant.variant();
         let key = ctx.open_key(&ctx.string(&entry_key(req.path, &variant)), false);
         let found = entry_header(&key)?;
         let token = handed.filter(|t| leases::holds(ctx.selected_db(), req.path, &variant, t));
         reply_lookup(ctx, &key, found.as_ref(), req.if_none_match, token.as_ref().map(Token::as_bytes));
-        Ok(())
+        Ok(token.is_some())
     };
-    if let Err(msg) = answer() {
-        ctx.reply_error(&printable(&msg));
-    }
+    answer().map_err(|msg| ctx.reply_error(&printable(&msg))).ok()
 }
 
 /// A LOOKUP waiter whose WAIT ran out: `MISS`, no lease.

@@ -231,9 +231,12 @@ extern "C" fn on_reply(ctx: *mut raw::RedisModuleCtx, argv: *mut *mut raw::Redis
             Some(Outcome::Handed(token)) => Some(*token),
             _ => None,
         };
-        let counter = if token.is_some() { &STATS.lease_waits_handed } else { &STATS.lease_waits_served };
-        bump(counter, 1);
-        crate::server::commands::answer_waiter(ctx, args.get(1..).unwrap_or_default(), token);
+        // Counted by the answer: a handed lease that a store ended meanwhile is not sent.
+        match crate::server::commands::answer_waiter(ctx, args.get(1..).unwrap_or_default(), token) {
+            Some(true) => bump(&STATS.lease_waits_handed, 1),
+            Some(false) => bump(&STATS.lease_waits_served, 1),
+            None => {}
+        }
     });
     raw::REDISMODULE_OK as c_int
 }
