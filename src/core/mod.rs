@@ -8,6 +8,7 @@ pub mod index;
 pub mod key;
 pub mod lease;
 pub mod path;
+pub mod purge;
 pub mod stats;
 
 /// Fuzz targets over everything that reads client bytes (unit tests only).
