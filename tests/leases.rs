@@ -309,7 +309,8 @@ fn hand_over_on_expiry_and_on_refused_set_in_waiting_order() {
     let (tx, rx) = mpsc::channel();
     let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut threads = Vec::new();
-    for (i, w) in [&["/h", "WAIT", "20000"][..], &["/h", "LEASE", "60000", "WAIT", "20000"], &["/h", "LEASE", "60000", "WAIT", "20000"]]
+    // The two LEASE waiters ask for different lengths, which tells them apart.
+    for (i, w) in [&["/h", "WAIT", "20000"][..], &["/h", "LEASE", "60000", "WAIT", "20000"], &["/h", "LEASE", "59000", "WAIT", "20000"]]
         .iter()
         .enumerate()
     {
@@ -318,7 +319,7 @@ fn hand_over_on_expiry_and_on_refused_set_in_waiting_order() {
     }
     // The first lease expires: the first LEASE waiter (the second to arrive) gets it.
     let (who, got, _) = rx.recv_timeout(Duration::from_secs(10)).expect("a hand-over on expiry");
-    assert!(who.contains("LEASE"), "{who}");
+    assert!(who.contains("LEASE 60000"), "the first LEASE waiter in line gets it: {who}");
     assert_eq!((got.state.as_str(), got.value.as_deref()), ("MISS", None));
     let second = got.lease.expect("handed a lease");
     assert_eq!(blocked_clients(&mut c), 2);
@@ -327,7 +328,7 @@ fn hand_over_on_expiry_and_on_refused_set_in_waiting_order() {
     let _: Value = q(&mut c, &["RCACHE.PURGETAG", "t"]);
     assert!(!lease_set(&mut c, "/h", "stale", &second, &["TAGS", "1", "t"]));
     let (who, got, _) = rx.recv_timeout(Duration::from_secs(10)).expect("a hand-over on a refused SET");
-    assert!(who.contains("LEASE"), "{who}");
+    assert!(who.contains("LEASE 59000"), "then the next one: {who}");
     let third = got.lease.expect("handed a lease");
     assert_ne!(third, second);
     // Nobody else asked for a lease: the plain waiter keeps waiting for the store.
