@@ -151,6 +151,8 @@ fn coalescing_fifty_misses_one_render() {
     for h in handles {
         h.join().expect("client thread");
     }
+    let slowest = answered.iter().map(|(_, _, at)| at.duration_since(set_at)).max().unwrap_or_default();
+    println!("coalescing: 49 waiters answered at most {slowest:?} after the SET was sent; slowest PING while they waited {worst:?}");
     for (i, got, at) in &answered {
         assert_ne!(*i, holder);
         assert_eq!(got.state, "FRESH", "waiter {i}: {got:?}");
