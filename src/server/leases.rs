@@ -51,7 +51,7 @@ impl Leases {
     }
 }
 
-pub const READONLY: &str = "READONLY LEASE and WAIT are not served by a read only replica";
+const READONLY: &str = "READONLY LEASE and WAIT are not served by a read only replica";
 
 /// LEASE and WAIT are a master's business: leases live where entries are written.
 pub fn check_not_replica(ctx: Ctx, lease_ms: Option<i64>, wait_ms: Option<i64>) -> Result<(), String> {
@@ -108,7 +108,8 @@ fn block(ctx: Ctx, id: WaiterId, wait_ms: i64) -> Answer {
 
 /// Whether `token` is the live lease of the entry.
 pub fn holds(db: i32, path: &[u8], variant: &Variant, token: &Token) -> bool {
-    store::with(|s| s.leases.table.holds(db, path, variant, token.as_bytes(), ffi::milliseconds()))
+    let now = ffi::milliseconds();
+    store::with(|s| s.leases.table.holds(db, path, variant, token.as_bytes(), now))
 }
 
 /// `SET … LEASE token` carrying `tags`: whether it may store.
