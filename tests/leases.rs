@@ -326,7 +326,8 @@ fn spawn_waiter(port: u16, words: Vec<String>, tx: mpsc::Sender<(String, Looked,
 fn hand_over_on_expiry_and_on_refused_set_in_waiting_order() {
     let server = Server::start();
     let mut c = server.conn();
-    let _first = take_lease(&mut c, "/h", 300);
+    // Long enough for the three waiters to line up behind it on a loaded machine.
+    let _first = take_lease(&mut c, "/h", 2000);
     let (tx, rx) = mpsc::channel();
     let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut threads = Vec::new();
@@ -423,7 +424,7 @@ fn expired_leases_are_reclaimed() {
     let server = Server::start();
     let mut c = server.conn();
     for i in 0..100 {
-        take_lease(&mut c, &format!("/e/{i}"), 100);
+        take_lease(&mut c, &format!("/e/{i}"), 2000);
     }
     expect_info(&mut c, &[("leases", 100), ("leases_granted", 100)]);
     assert!(eventually(10, || info_u64(&mut c, "leases") == 0), "expired leases stay live");
