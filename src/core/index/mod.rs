@@ -47,6 +47,14 @@ impl DbIndex {
         }
     }
 
+    /// Forgets the tags of an entry that already left the path index (a purge moved it
+    /// out with [`PathIndex::detach`] and has now removed it).
+    pub fn forget_detached(&mut self, stored: Stored) {
+        if let Some(id) = stored.tags {
+            self.tags.forget(id);
+        }
+    }
+
     /// The distinct paths and the entry keys the coverage includes.
     pub fn covered(&self, coverage: &Coverage<'_>) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         let (mut paths, mut keys) = (Vec::<Vec<u8>>::new(), Vec::new());
