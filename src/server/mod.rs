@@ -7,4 +7,5 @@ mod commands;
 mod events;
 mod guard;
 mod module;
+mod purges;
 mod store;

@@ -6,14 +6,18 @@
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex, TryLockError};
 
-use crate::core::index::DbIndex;
+use crate::core::index::{DbIndex, Stored};
 use crate::core::key::Variant;
+use crate::core::purge::PurgeRecord;
+use crate::server::purges::{self, Job};
 
 #[derive(Default)]
 pub struct State {
     dbs: HashMap<i32, DbIndex>,
     /// (db, key) of entry keys to re-read when reading is safe (see `events`).
     pub pending: Vec<(i32, Vec<u8>)>,
+    /// Purges still being carried out in the background, oldest first.
+    pub jobs: Vec<Job>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +25,8 @@ pub struct Totals {
     pub entries: u64,
     pub paths: u64,
     pub tags: u64,
+    /// Entries purged but not yet physically removed.
+    pub purge_pending: u64,
 }
 
 impl State {
@@ -32,9 +38,72 @@ impl State {
         self.dbs.get(&db)
     }
 
-    pub fn remove(&mut self, db: i32, path: &[u8], variant: &Variant) -> bool {
-        self.dbs.get_mut(&db).is_some_and(|d| d.remove(path, variant))
+    /// Indexes the entry at (path, variant) with `tags`. An older entry at that key that a
+    /// pending purge hid is no longer that purge's to remove: its tags go too.
+    pub fn insert(&mut self, db: i32, path: &[u8], variant: Variant, tags: &[&[u8]]) {
+        self.db(db).insert(path, variant, tags);
+        if let Some(hidden) = self.jobs.iter_mut().filter(|j| j.db == db).find_map(|j| j.hidden.remove(path, &variant)) {
+            self.forget_tags(db, hidden);
+        }
     }
+
+    /// Drops the entry from the index; returns whether the live index held it. An entry
+    /// a pending purge hid is dropped from that purge's work instead.
+    pub fn remove(&mut self, db: i32, path: &[u8], variant: &Variant) -> bool {
+        if self.dbs.get_mut(&db).is_some_and(|d| d.remove(path, variant)) {
+            return true;
+        }
+        if let Some(stored) = self.jobs.iter_mut().filter(|j| j.db == db).find_map(|j| j.hidden.remove(path, variant)) {
+            self.forget_tags(db, stored);
+        }
+        false
+    }
+
+    pub fn forget_tags(&mut self, db: i32, stored: Stored) {
+        if let Some(d) = self.dbs.get_mut(&db) {
+            d.forget_detached(stored);
+        }
+    }
+
+    pub fn add_job(&mut self, job: Job) {
+        self.jobs.push(job);
+        purges::set_job_count(self.jobs.len());
+    }
+
+    /// Forgets the job whose record is `key` in `db`: its record is gone, so the data
+    /// no longer hides what is left of its work (normally nothing: a master deletes the
+    /// record last), which goes back into the live index.
+    pub fn drop_job(&mut self, db: i32, key: &[u8]) {
+        let (gone, kept): (Vec<Job>, Vec<Job>) = std::mem::take(&mut self.jobs).into_iter().partition(|j| j.db == db && j.key == key);
+        self.jobs = kept;
+        for mut job in gone {
+            let live = self.db(db);
+            for (path, stored) in job.hidden.take_first(usize::MAX) {
+                // A newer entry stored since the purge stays.
+                if let Some(newer) = live.paths.insert(&path, stored) {
+                    live.paths.insert(&path, newer);
+                    live.forget_detached(stored);
+                }
+            }
+        }
+        purges::set_job_count(self.jobs.len());
+    }
+
+    /// Up to `n` hidden entries of the oldest resolved job with work left, taken out of
+    /// it, with its database and record.
+    pub fn take_batch(&mut self, n: usize) -> Option<(i32, PurgeRecord, Vec<(Vec<u8>, Stored)>)> {
+        let job = self.jobs.iter_mut().find(|j| j.resolved && j.hidden.entries() > 0)?;
+        Some((job.db, job.record.clone(), job.hidden.take_first(n)))
+    }
+
+    /// The (db, record key) of every resolved job with nothing left, which are forgotten.
+    pub fn take_done_jobs(&mut self) -> Vec<(i32, Vec<u8>)> {
+        let (done, kept): (Vec<Job>, Vec<Job>) = std::mem::take(&mut self.jobs).into_iter().partition(|j| j.resolved && j.hidden.entries() == 0);
+        self.jobs = kept;
+        purges::set_job_count(self.jobs.len());
+        done.into_iter().map(|j| (j.db, j.key)).collect()
+    }
+
 
     /// Drops the index of `db` (-1: all databases); returns how many entries it held.
     pub fn flush(&mut self, db: i32) -> u64 {
@@ -44,6 +113,9 @@ impl State {
             self.dbs.remove(&db).into_iter().collect()
         };
         self.pending.retain(|(d, _)| db != -1 && *d != db);
+        // Their records went with the data.
+        self.jobs.retain(|j| db != -1 && j.db != db);
+        purges::set_job_count(self.jobs.len());
         dropped.iter().map(|d| d.paths.entries() as u64).sum()
     }
 
@@ -55,20 +127,24 @@ impl State {
         if let Some(i) = ib {
             self.dbs.insert(a, i);
         }
-        for (db, _) in &mut self.pending {
+        let swapped = |db: &mut i32| {
             if *db == a {
                 *db = b;
             } else if *db == b {
                 *db = a;
             }
-        }
+        };
+        self.pending.iter_mut().for_each(|(db, _)| swapped(db));
+        self.jobs.iter_mut().for_each(|j| swapped(&mut j.db));
     }
 
     pub fn totals(&self) -> Totals {
-        self.dbs.values().fold(Totals::default(), |t, d| Totals {
+        let purge_pending = self.jobs.iter().map(|j| j.hidden.entries() as u64).sum();
+        self.dbs.values().fold(Totals { purge_pending, ..Totals::default() }, |t, d| Totals {
             entries: t.entries + d.paths.entries() as u64,
             paths: t.paths + d.paths.paths() as u64,
             tags: t.tags + d.tags.len() as u64,
+            ..t
         })
     }
 }
