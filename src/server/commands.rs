@@ -374,9 +374,8 @@ fn purge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let coverage = coverage_of(&req);
     let db = ctx.selected_db();
     events::process_pending(ctx);
-    let limit = purges::sync_limit();
-    let covered = store::with(|s| s.existing_db(db).map_or(0, |d| d.paths.count_covered_upto(&coverage, limit)));
-    let removed = if covered <= limit {
+    let covered = store::with(|s| s.existing_db(db).map_or(0, |d| d.paths.count_covered(&coverage)));
+    let removed = if covered <= purges::sync_limit() {
         let keys = covered_keys(ctx, db, &coverage)?;
         let deleted = delete_keys(ctx, keys);
         store::with(|s| s.db(db).remove_covered(&coverage));

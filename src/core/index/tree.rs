@@ -25,6 +25,21 @@ struct Node {
     /// exactly: fan-out is at most 256, so exact growth costs little, saves the slack.
     children: Box<[Node]>,
     entries: Entries,
+    /// Entries and paths in this node's subtree (itself included): a purge of any size
+    /// counts what it detaches in O(depth).
+    sub: Counts,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    entries: u32,
+    paths: u32,
+}
+
+impl Counts {
+    fn of(entries: &Entries) -> Counts {
+        Counts { entries: entries.len() as u32, paths: u32::from(!entries.is_empty()) }
+    }
 }
 
 /// Frees a subtree with an explicit stack: the derived drop would recurse once per
@@ -67,7 +82,13 @@ fn remove_child(children: &mut Box<[Node]>, at: usize) -> Node {
 
 impl Node {
     fn leaf(edge: &[u8]) -> Node {
-        Node { first: edge.first().copied().unwrap_or(0), edge: edge.into(), children: Box::new([]), entries: Entries::default() }
+        Node {
+            first: edge.first().copied().unwrap_or(0),
+            edge: edge.into(),
+            children: Box::new([]),
+            entries: Entries::default(),
+            sub: Counts::default(),
+        }
     }
 
     fn child_pos(&self, byte: u8) -> Result<usize, usize> {
@@ -79,6 +100,7 @@ impl Node {
         let mut lower = Node::leaf(&self.edge[at..]);
         lower.children = std::mem::take(&mut self.children);
         lower.entries = std::mem::take(&mut self.entries);
+        lower.sub = self.sub;
         self.edge = self.edge[..at].into();
         self.children = Box::new([lower]);
     }
@@ -91,6 +113,7 @@ impl Node {
             self.edge = [&self.edge[..], &child.edge[..]].concat().into();
             self.children = std::mem::take(&mut child.children);
             self.entries = std::mem::take(&mut child.entries);
+            self.sub = child.sub;
         }
     }
 
@@ -139,24 +162,42 @@ impl ParentOf<'_> {
 #[derive(Default)]
 pub struct PathIndex {
     root: Node,
-    entries: usize,
-    paths: usize,
 }
 
 impl std::fmt::Debug for PathIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Not the tree: printing it would recurse as deep as the longest path.
-        f.debug_struct("PathIndex").field("entries", &self.entries).field("paths", &self.paths).finish()
+        f.debug_struct("PathIndex").field("entries", &self.entries()).field("paths", &self.paths()).finish()
     }
 }
 
 impl PathIndex {
     pub fn entries(&self) -> usize {
-        self.entries
+        self.root.sub.entries as usize
     }
 
     pub fn paths(&self) -> usize {
-        self.paths
+        self.root.sub.paths as usize
+    }
+
+    /// Adds to the counts of every node from the root to the one at `path` (or as far
+    /// towards it as the tree goes).
+    fn count_along(&mut self, path: &[u8], entries: i64, paths: i64) {
+        let add = |n: &mut Node| {
+            n.sub.entries = (i64::from(n.sub.entries) + entries) as u32;
+            n.sub.paths = (i64::from(n.sub.paths) + paths) as u32;
+        };
+        let mut node = &mut self.root;
+        add(node);
+        let mut rest = path;
+        while let Some(&next) = rest.first() {
+            let Ok(pos) = node.child_pos(next) else { return };
+            let child = &mut node.children[pos];
+            let Some(after) = rest.strip_prefix(&child.edge[..]) else { return };
+            add(child);
+            rest = after;
+            node = child;
+        }
     }
 
     /// Stores `stored` at `path`, replacing the entry of the same variant; returns it.
@@ -165,8 +206,7 @@ impl PathIndex {
         let new_path = node.entries.is_empty();
         let old = node.entries.insert(stored);
         if old.is_none() {
-            self.paths += usize::from(new_path);
-            self.entries += 1;
+            self.count_along(path, 1, i64::from(new_path));
         }
         old
     }
@@ -218,14 +258,42 @@ impl PathIndex {
 
     /// Removes the entry of `variant` at `path`.
     pub fn remove(&mut self, path: &[u8], variant: &Variant) -> Option<Stored> {
+        let held = self.get(path).filter(|e| e.iter().any(|s| s.variant == *variant))?.len();
+        // Counts first, while every node on the way is still there.
+        self.count_along(path, -1, -i64::from(held == 1));
         let at = self.parent_of(path, false)?;
-        let node = at.parent.children.get_mut(at.pos)?;
-        let removed = node.entries.remove(variant)?;
-        let path_gone = node.entries.is_empty();
+        let removed = at.parent.children.get_mut(at.pos)?.entries.remove(variant);
         at.compact();
-        self.entries -= 1;
-        self.paths -= usize::from(path_gone);
-        Some(removed)
+        removed
+    }
+
+    /// Takes every entry at exactly `path` out of the tree.
+    fn take_entries(&mut self, path: &[u8]) -> Entries {
+        let Some(held) = self.get(path).map(Entries::len).filter(|&n| n > 0) else { return Entries::default() };
+        self.count_along(path, -(held as i64), -1);
+        let Some(at) = self.parent_of(path, false) else { return Entries::default() };
+        let taken = at.parent.children.get_mut(at.pos).map(|n| std::mem::take(&mut n.entries)).unwrap_or_default();
+        at.compact();
+        taken
+    }
+
+    /// Detaches the subtree of the paths starting with `prefix` (non-empty), re-rooted
+    /// so that its top node's edge is its whole path.
+    fn detach_subtree(&mut self, prefix: &[u8]) -> Option<Node> {
+        let (parent_len, sub) = {
+            let at = self.parent_of(prefix, true)?;
+            let sub = at.parent.children.get(at.pos)?.sub;
+            (at.parent_len, sub)
+        };
+        self.count_along(&prefix[..parent_len], -i64::from(sub.entries), -i64::from(sub.paths));
+        let ParentOf { parent, pos, parent_is_root, .. } = self.parent_of(prefix, true)?;
+        let mut detached = remove_child(&mut parent.children, pos);
+        if !parent_is_root {
+            parent.merge_if_single();
+        }
+        detached.edge = [&prefix[..parent_len], &detached.edge[..]].concat().into();
+        detached.first = detached.edge.first().copied().unwrap_or(0);
+        Some(detached)
     }
 
     /// Points the entry at (`path`, `variant`) at its tag record `id` (which moved).
@@ -290,102 +358,41 @@ impl PathIndex {
     /// Removes every entry the coverage includes, calling `on_removed` for each;
     /// returns how many were removed.
     pub fn remove_covered(&mut self, coverage: &Coverage<'_>, mut on_removed: impl FnMut(Stored)) -> usize {
-        let (mut entries, mut paths) = (0, 0);
-        let mut count = |_: &[u8], removed: &Entries| {
-            entries += removed.len();
-            paths += usize::from(!removed.is_empty());
-            removed.iter().for_each(&mut on_removed);
-        };
-        match coverage.subtree.as_deref() {
-            // Every path: the whole tree goes.
-            Some([]) => {
-                let all = std::mem::take(&mut self.root);
-                all.for_each(&mut Vec::new(), &mut count);
-            }
-            Some(subtree) => {
-                if let Some(at) = self.parent_of(subtree, true) {
-                    let ParentOf { parent, pos, parent_is_root, parent_len } = at;
-                    let detached = remove_child(&mut parent.children, pos);
-                    if !parent_is_root {
-                        parent.merge_if_single();
-                    }
-                    detached.for_each(&mut subtree[..parent_len].to_vec(), &mut count);
-                }
-            }
-            None => {}
-        }
-        if let Some(exact) = coverage.exact {
-            if let Some(at) = self.parent_of(exact, false) {
-                if let Some(node) = at.parent.children.get_mut(at.pos) {
-                    let taken = std::mem::take(&mut node.entries);
-                    at.compact();
-                    count(exact, &taken);
-                }
-            }
-        }
-        self.entries -= entries;
-        self.paths -= paths;
-        entries
+        let removed = self.detach(coverage);
+        removed.root.for_each(&mut Vec::new(), &mut |_, entries| entries.iter().for_each(&mut on_removed));
+        removed.entries()
     }
 
-    /// How many entries the coverage includes, counting no further than `limit`:
-    /// costs the prefix's depth plus at most `limit` entries' nodes.
-    pub fn count_covered_upto(&self, coverage: &Coverage<'_>, limit: usize) -> usize {
-        let mut count = coverage.exact.and_then(|e| self.get(e)).map_or(0, Entries::len);
-        if let Some((top, _)) = coverage.subtree.as_deref().and_then(|s| self.locate(s)) {
-            let mut stack = vec![top];
-            while let Some(node) = stack.pop() {
-                if count > limit {
-                    break;
-                }
-                count += node.entries.len();
-                stack.extend(node.children.iter());
-            }
-        }
-        count
+    /// How many entries the coverage includes: O(depth), from the subtree counts.
+    pub fn count_covered(&self, coverage: &Coverage<'_>) -> usize {
+        let exact = coverage.exact.and_then(|e| self.get(e)).map_or(0, Entries::len);
+        let subtree = coverage.subtree.as_deref().and_then(|s| self.locate(s)).map_or(0, |(n, _)| n.sub.entries as usize);
+        exact + subtree
     }
 
     /// Moves every entry the coverage includes into a new index, which it returns (a
     /// purge that finishes in the background keeps them there): the subtree in one
-    /// step, plus the exact path's entries. Costs the prefix's depth plus one visit per
-    /// moved node to count them; nothing is copied.
+    /// step, plus the exact path's entries. O(depth); nothing is copied or walked.
     pub fn detach(&mut self, coverage: &Coverage<'_>) -> PathIndex {
         let mut out = PathIndex::default();
         match coverage.subtree.as_deref() {
             Some([]) => out.root = std::mem::take(&mut self.root),
             Some(subtree) => {
-                if let Some(ParentOf { parent, pos, parent_is_root, parent_len }) = self.parent_of(subtree, true) {
-                    let mut detached = remove_child(&mut parent.children, pos);
-                    if !parent_is_root {
-                        parent.merge_if_single();
-                    }
-                    // Re-rooted: its edge becomes its whole path.
-                    detached.edge = [&subtree[..parent_len], &detached.edge[..]].concat().into();
-                    detached.first = detached.edge.first().copied().unwrap_or(0);
+                if let Some(detached) = self.detach_subtree(subtree) {
+                    out.root.sub = detached.sub;
                     out.root.children = Box::new([detached]);
                 }
             }
             None => {}
         }
         if let Some(exact) = coverage.exact {
-            if let Some(at) = self.parent_of(exact, false) {
-                if let Some(node) = at.parent.children.get_mut(at.pos) {
-                    let taken = std::mem::take(&mut node.entries);
-                    at.compact();
-                    if !taken.is_empty() {
-                        out.node_for_insert(exact).entries = taken;
-                    }
-                }
+            let taken = self.take_entries(exact);
+            if !taken.is_empty() {
+                let counts = Counts::of(&taken);
+                out.node_for_insert(exact).entries = taken;
+                out.count_along(exact, i64::from(counts.entries), i64::from(counts.paths));
             }
         }
-        let (mut entries, mut paths) = (0, 0);
-        out.root.for_each(&mut Vec::new(), &mut |_, moved| {
-            entries += moved.len();
-            paths += 1;
-        });
-        (out.entries, out.paths) = (entries, paths);
-        self.entries -= entries;
-        self.paths -= paths;
         out
     }
 
@@ -395,11 +402,7 @@ impl PathIndex {
     /// its emptied buckets each time).
     pub fn take_first_path(&mut self) -> Option<(Vec<u8>, Vec<Stored>)> {
         let path = self.list(&Coverage::all(), None, 1).pop()?;
-        let at = self.parent_of(&path, false)?;
-        let taken: Vec<Stored> = std::mem::take(&mut at.parent.children.get_mut(at.pos)?.entries).iter().collect();
-        at.compact();
-        self.entries -= taken.len();
-        self.paths -= 1;
+        let taken = self.take_entries(&path).iter().collect();
         Some((path, taken))
     }
 
@@ -481,7 +484,6 @@ pub(super) mod tests {
     /// Checks the structural invariants and that the counters match the tree
     /// (iteratively: the deep-tree test runs it on a small stack).
     pub fn check(index: &PathIndex) {
-        let (mut entries, mut paths) = (0, 0);
         let mut stack = vec![(&index.root, true)];
         while let Some((node, is_root)) = stack.pop() {
             if !is_root {
@@ -491,14 +493,15 @@ pub(super) mod tests {
             for w in node.children.windows(2) {
                 assert!(w[0].edge[0] < w[1].edge[0]);
             }
+            let mut sub = Counts::of(&node.entries);
             for c in node.children.iter() {
                 assert_eq!(c.first, c.edge[0]);
+                sub.entries += c.sub.entries;
+                sub.paths += c.sub.paths;
                 stack.push((c, false));
             }
-            entries += node.entries.len();
-            paths += usize::from(!node.entries.is_empty());
+            assert_eq!(node.sub, sub, "subtree counts of {:?}", node.edge);
         }
-        assert_eq!((entries, paths), (index.entries, index.paths));
     }
 
     fn st(i: u32) -> Stored {
@@ -510,22 +513,26 @@ pub(super) mod tests {
     fn chain(depth: usize) -> PathIndex {
         let mut node = Node::leaf(b"a");
         node.entries.insert(st(0));
-        for _ in 1..depth {
+        node.sub = Counts { entries: 1, paths: 1 };
+        for level in 1..depth {
             let mut parent = Node::leaf(b"a");
             parent.entries.insert(st(0));
             parent.children = Box::new([node]);
+            parent.sub = Counts { entries: level as u32 + 1, paths: level as u32 + 1 };
             node = parent;
         }
-        let mut index = PathIndex { entries: depth, paths: depth, ..PathIndex::default() };
+        let mut index = PathIndex::default();
+        index.root.sub = node.sub;
         index.root.children = Box::new([node]);
         index
     }
 
-    /// A node is paid once per path (twice at most): 56 bytes, the entries' two
-    /// shapes sharing 16 (the map's box sits where a null array pointer marks it).
+    /// A node is paid once per path (twice at most): 64 bytes, the entries' two
+    /// shapes sharing 16 (the map's box sits where a null array pointer marks it), and
+    /// 8 for the subtree counts that let a purge of any size reply in O(depth).
     #[test]
     fn node_and_record_sizes() {
-        assert_eq!(std::mem::size_of::<Node>(), 56);
+        assert_eq!(std::mem::size_of::<Node>(), 64);
         assert_eq!(std::mem::size_of::<Stored>(), 40);
     }
 
@@ -575,11 +582,9 @@ pub(super) mod tests {
                 model.insert((p.to_string(), v));
             }
             let coverage = if exact { Coverage::exact(prefix.as_bytes()) } else { Coverage::prefix(prefix.as_bytes()) };
-            let upto = index.count_covered_upto(&coverage, usize::MAX);
-            proptest::prop_assert!(index.count_covered_upto(&coverage, 2) <= upto);
-            proptest::prop_assert!(index.count_covered_upto(&coverage, 2) > 2 || index.count_covered_upto(&coverage, 2) == upto);
+            let counted = index.count_covered(&coverage);
             let mut moved = index.detach(&coverage);
-            proptest::prop_assert_eq!(moved.entries(), upto);
+            proptest::prop_assert_eq!(moved.entries(), counted);
             check(&index);
             check(&moved);
             let covered: std::collections::BTreeSet<(String, u32)> = model.iter().filter(|(p, _)| coverage.covers(p.as_bytes())).cloned().collect();
