@@ -124,6 +124,7 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     if expire_at.is_some() {
         notify(ctx, NOTIFY_GENERIC, c"expire", &key);
     }
+    events::signal_paths(ctx, [req.path]); // WATCH / client tracking (issue 14 item 3)
     if !(replaced_untagged_entry && req.tags.is_empty()) {
         let db = ctx.selected_db();
         store::with(|s| s.db(db).insert(req.path, variant, &req.tags));
@@ -160,6 +161,7 @@ fn del_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     }
     let db = ctx.selected_db();
     store::with(|s| s.remove(db, req.path, &variant));
+    events::signal_paths(ctx, [req.path]); // WATCH / client tracking (issue 14 item 3)
     bump(&STATS.dels, 1);
     Ok(Reply::Int(1))
 }
@@ -173,6 +175,7 @@ fn purge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let (paths, keys) = store::with(|s| s.existing_db(db).map(|d| d.covered(&coverage)).unwrap_or_default());
     check_write_permission(ctx, paths.iter().map(Vec::as_slice))?;
     let deleted = delete_keys(ctx, keys);
+    events::signal_paths(ctx, paths.iter().map(Vec::as_slice)); // WATCH / client tracking (issue 14 item 3)
     store::with(|s| s.db(db).remove_covered(&coverage));
     bump(&STATS.purges, 1);
     bump(&STATS.purged_entries, deleted.len() as u64);
@@ -188,6 +191,7 @@ fn purgetag_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let keys = store::with(|s| s.existing_db(db).map(|d| d.tags.keys(&tags)).unwrap_or_default());
     check_write_permission(ctx, keys.iter().filter_map(|k| parse_entry_key(k).map(|(p, _)| p)))?;
     let deleted = delete_keys(ctx, keys);
+    events::signal_paths(ctx, deleted.iter().filter_map(|k| parse_entry_key(k).map(|(p, _)| p))); // WATCH / client tracking (issue 14 item 3)
     store::with(|s| {
         for key in &deleted {
             if let Some((path, variant)) = parse_entry_key(key) {
