@@ -87,11 +87,16 @@ impl Server {
     /// Kills the server with SIGKILL (a crash: nothing is saved) and starts it again
     /// on the same port, directory and arguments.
     pub fn crash_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().expect("SIGKILL");
             let _ = child.wait();
         }
-        self.spawn();
     }
 
     fn spawn(&mut self) {
