@@ -28,7 +28,7 @@ use crate::core::entry;
 use crate::core::index::DbIndex;
 use crate::ffi::{self, Ctx};
 use crate::server::guard::guarded;
-use crate::core::key::{parse_entry_key, KEY_PREFIX};
+use crate::core::key::{parse_entry_key, Variant, KEY_PREFIX};
 use crate::core::stats::{Removal, STATS};
 use crate::server::store;
 
@@ -88,9 +88,9 @@ fn keyspace_event(ctx: Ctx, event: &[u8], key: &[u8]) {
         // Indexed from a scan when the async load completes (see `server_event`).
         b"loaded" if ASYNC_LOADING.with(Cell::get) => return,
         // Nothing can watch or track a key while it is being loaded.
-        b"loaded" => return reindex(ctx, key),
+        b"loaded" => return reindex(ctx, key, path, variant),
         _ if ctx.reads_are_side_effect_free() => {
-            reindex(ctx, key);
+            reindex(ctx, key, path, variant);
             return ctx.signal_modified(path);
         }
         _ => {
@@ -116,9 +116,9 @@ pub fn signal_paths<'a>(ctx: Ctx, paths: impl IntoIterator<Item = &'a [u8]>) {
     }
 }
 
-/// Re-reads an entry key in the selected database and makes the index agree with it.
-fn reindex(ctx: Ctx, key: &[u8]) {
-    let Some((path, variant)) = parse_entry_key(key) else { return };
+/// Re-reads the entry key `key` (of `path`, `variant`) in the selected database and
+/// makes the index agree with it.
+fn reindex(ctx: Ctx, key: &[u8], path: &[u8], variant: Variant) {
     let db = ctx.selected_db();
     ctx.peek_string(key, |bytes| match bytes.and_then(|b| entry::decode(b).ok()) {
         Some(e) => store::with(|s| s.db(db).insert(path, variant, &e.tags)),
@@ -161,8 +161,10 @@ pub fn process_pending(ctx: Ctx) {
     }
     let selected = ctx.selected_db();
     for (db, key) in pending {
-        if ctx.select_db(db) {
-            reindex(ctx, &key);
+        if let Some((path, variant)) = parse_entry_key(&key) {
+            if ctx.select_db(db) {
+                reindex(ctx, &key, path, variant);
+            }
         }
     }
     ctx.select_db(selected);
