@@ -66,8 +66,10 @@ run() { # name, runtest args...
   echo "redis-testsuite: running the suite $name (log: $out/$name.log)" >&2
   rm -rf "$tree/tests/tmp"; mkdir -p "$tree/tests/tmp"
   (cd "$tree" && ./runtest --clients "$clients" "$@") >"$out/$name.log" 2>&1 || true
-  # "[ok]: name (12 ms)" / "[err]: name in file" / "[exception]: ..." -> "status<TAB>name"
-  sed -n -E 's/^\[(ok|err|exception|skip|ignore)\]: (.*)$/\1\t\2/p' "$out/$name.log" \
+  # "[ok]: name (12 ms)" / "[err]: name in file" / "[exception]: ..." (colours removed)
+  # -> "status<TAB>name"
+  sed -E 's/\x1b\[[0-9;]*m//g' "$out/$name.log" \
+    | sed -n -E 's/^\[(ok|err|exception|skip|ignore)\]: (.*)$/\1\t\2/p' \
     | sed -E 's/ \([0-9]+ ms\)$//; s/ in tests\/[^ ]*$//' | sort -u >"$out/$name.results"
 }
 
