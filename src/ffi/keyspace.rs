@@ -2,7 +2,9 @@
 //! eviction, scanning with the key handles Redis already holds, signalling paths as
 //! modified keys, and module start-up.
 
+use std::any::Any;
 use std::ffi::{c_int, c_void, CStr};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use redis_module::raw;
 
@@ -46,23 +48,35 @@ impl Ctx {
 
     /// Calls `f(name, bytes)` for every key in the selected database, with the bytes
     /// as [`Ctx::peek_string`] gives them, from the key handle the scan already holds
-    /// (no second lookup, no LRU/LFU update).
-    pub fn scan_strings(&self, mut f: impl FnMut(&[u8], Option<&[u8]>)) {
-        type Each<'f> = &'f mut dyn FnMut(&[u8], Option<&[u8]>);
-        unsafe extern "C" fn each(
+    /// (no second lookup, no LRU/LFU update). A panic in `f` stops calling it and is
+    /// resumed once the scan has returned, outside Redis' frames, for the caller's guard.
+    pub fn scan_strings<F: FnMut(&[u8], Option<&[u8]>)>(&self, f: F) {
+        struct Scan<G> {
+            f: G,
+            panic: Option<Box<dyn Any + Send>>,
+        }
+        unsafe extern "C" fn each<G: FnMut(&[u8], Option<&[u8]>)>(
             _ctx: *mut raw::RedisModuleCtx,
             name: *mut raw::RedisModuleString,
             key: *mut raw::RedisModuleKey,
             privdata: *mut c_void,
         ) {
-            let f = unsafe { &mut *privdata.cast::<Each<'_>>() };
-            f(string_bytes(name), readable_string(key));
+            let scan = unsafe { &mut *privdata.cast::<Scan<G>>() };
+            if scan.panic.is_none() {
+                let f = &mut scan.f;
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(string_bytes(name), readable_string(key)))) {
+                    scan.panic = Some(payload);
+                }
+            }
         }
-        let mut f: Each<'_> = &mut f;
-        let privdata = (&mut f as *mut Each<'_>).cast::<c_void>();
+        let mut scan = Scan { f, panic: None };
+        let privdata = (&mut scan as *mut Scan<F>).cast::<c_void>();
         let cursor = unsafe { rm!(RedisModule_ScanCursorCreate()) };
-        while unsafe { rm!(RedisModule_Scan(self.0, cursor, Some(each), privdata)) } != 0 {}
+        while unsafe { rm!(RedisModule_Scan(self.0, cursor, Some(each::<F>), privdata)) } != 0 {}
         unsafe { rm!(RedisModule_ScanCursorDestroy(cursor)) };
+        if let Some(payload) = scan.panic {
+            resume_unwind(payload);
+        }
     }
 
     /// Tells Redis the key `name` (a path: the key RCACHE commands declare) changed in
