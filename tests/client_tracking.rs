@@ -119,31 +119,22 @@ impl Raw {
         reply
     }
 
-    /// The keys of the next invalidation push message, waiting up to the read timeout.
+    /// The keys of the next invalidation: a RESP3 push `invalidate [keys]`, or for a
+    /// RESP2 REDIRECT target subscribed to `__redis__:invalidate`, a `message` whose
+    /// payload is the key list. Waits up to the read timeout.
     fn next_invalidation(&mut self) -> Vec<String> {
-        loop {
-            match self.read() {
-                V::Push(p) if p.first().map(V::text).as_deref() == Some("invalidate") => {
-                    return match p.get(1) {
-                        Some(V::Arr(keys)) => keys.iter().map(V::text).collect(),
-                        other => panic!("invalidation without keys: {other:?}"),
-                    };
-                }
-                V::Push(p) if p.first().map(V::text).as_deref() == Some("message") => {
-                    // RESP2 REDIRECT target subscribed to __redis__:invalidate.
-                    return match p.get(2) {
-                        Some(V::Arr(keys)) => keys.iter().map(V::text).collect(),
-                        other => panic!("invalidation message without keys: {other:?}"),
-                    };
-                }
-                V::Arr(p) if p.first().map(V::text).as_deref() == Some("message") => {
-                    return match p.get(2) {
-                        Some(V::Arr(keys)) => keys.iter().map(V::text).collect(),
-                        other => panic!("invalidation message without keys: {other:?}"),
-                    };
-                }
-                other => panic!("expected an invalidation, got {other:?}"),
+        let (kind, keys) = match self.read() {
+            V::Push(p) | V::Arr(p) => {
+                let kind = p.first().map(V::text).unwrap_or_default();
+                let at = if kind == "message" { 2 } else { 1 };
+                (kind, p.get(at).cloned())
             }
+            other => panic!("expected an invalidation, got {other:?}"),
+        };
+        assert!(kind == "invalidate" || kind == "message", "expected an invalidation, got {kind}");
+        match keys {
+            Some(V::Arr(keys)) => keys.iter().map(V::text).collect(),
+            other => panic!("invalidation without a key list: {other:?}"),
         }
     }
 
@@ -163,8 +154,10 @@ fn track_get(t: &mut Raw, path: &str) {
     assert!(matches!(reply, V::Str(_) | V::Nil), "RCACHE.GET {path}: {reply:?}");
 }
 
+type Change = (&'static str, Box<dyn Fn(&mut Connection)>);
+
 /// Each way an entry of `/news/1` can change, done from another connection.
-fn changes() -> Vec<(&'static str, Box<dyn Fn(&mut Connection)>)> {
+fn changes() -> Vec<Change> {
     vec![
         ("RCACHE.SET", Box::new(|c: &mut Connection| set(c, &["/news/1", "v2", "QUERY", "page=2"]))),
         ("RCACHE.DEL", Box::new(|c: &mut Connection| assert_eq!(q::<i64>(c, &["RCACHE.DEL", "/news/1"]), 1))),
