@@ -294,3 +294,20 @@ fn used_memory(c: &mut Connection) -> u64 {
     let text: String = q(c, &["INFO", "memory"]);
     text.lines().find_map(|l| l.strip_prefix("used_memory:")).expect("used_memory").trim().parse().expect("number")
 }
+
+#[test]
+fn a_replica_invalidates_when_a_purge_reaches_it() {
+    let master = Server::start();
+    let mut m = master.conn();
+    set(&mut m, &["/rep/1", "v", "TAGS", "1", "t"]);
+    let port = master.port.to_string();
+    let replica = Server::start_with(&["--replicaof", "127.0.0.1", &port], &[]);
+    let mut r = replica.conn();
+    assert!(eventually(20, || get(&mut r, &["/rep/1"]).is_some()), "the replica never synced");
+    let mut t = Raw::resp3(&replica);
+    assert_eq!(t.call(&["CLIENT", "TRACKING", "ON"]).text(), "OK");
+    track_get(&mut t, "/rep/1");
+    // The replica applies the master's UNLINK; its keyspace event signals the path.
+    assert_eq!(q::<i64>(&mut m, &["RCACHE.PURGE", "/rep"]), 1);
+    assert_eq!(t.next_invalidation(), vec!["/rep/1"]);
+}
