@@ -135,7 +135,7 @@ fn a_crash_while_work_is_pending_loses_nothing_with_aof() {
     assert_eq!(q::<i64>(&mut c, &["RCACHE.PURGE", "/big"]), N as i64);
     set(&mut c, &["/big/9", "after"]);
     assert!(purge_pending(&mut c) > 0);
-    s.kill_and_restart(&[]);
+    s.crash_and_restart();
     let mut c = s.conn();
     assert_eq!(served_sample(&mut c), 0, "after the crash, covered entries stay hidden");
     assert_eq!(get(&mut c, &["/big/9"]).as_deref(), Some(&b"after"[..]), "a SET after the purge survives");
@@ -156,7 +156,7 @@ fn a_save_while_work_is_pending_keeps_the_purge() {
     set(&mut c, &["/big/11", "after"]);
     q::<()>(&mut c, &["SAVE"]);
     assert!(purge_pending(&mut c) > 0, "the SAVE was taken while work was pending");
-    s.kill_and_restart(&[]);
+    s.crash_and_restart();
     let mut c = s.conn();
     assert_eq!(served_sample(&mut c), 0, "after the restart from RDB, covered entries stay hidden");
     assert_eq!(get(&mut c, &["/big/11"]).as_deref(), Some(&b"after"[..]));
@@ -200,4 +200,24 @@ fn small_purges_finish_in_the_command() {
     assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 0);
     assert!(q_err(&mut c, &["CONFIG", "SET", "rcache.purge-slice-us", "99"]).starts_with("ERR"));
     assert!(q_err(&mut c, &["CONFIG", "SET", "rcache.purge-slice-us", "1000001"]).starts_with("ERR"));
+}
+
+/// A record removed while its work is pending (evicted under `allkeys-*`, or deleted
+/// by hand) changes nothing: what the purge hid stays hidden, the master writes the
+/// record again, and the work finishes.
+#[test]
+fn a_lost_record_is_written_again() {
+    let s = Server::start_with(&[], &["purge-slice-us", "100"]);
+    let mut c = s.conn();
+    load(&mut c);
+    assert_eq!(q::<i64>(&mut c, &["RCACHE.PURGE", "/big"]), N as i64);
+    let records = record_keys(&mut c);
+    assert_eq!(records.len(), 1);
+    assert_eq!(q::<i64>(&mut c, &["DEL", &records[0]]), 1);
+    assert_eq!(served_sample(&mut c), 0, "still hidden without its record");
+    assert!(purge_pending(&mut c) > 0);
+    assert!(eventually(10, || record_keys(&mut c) == records || purge_pending(&mut c) == 0), "the record was not written again");
+    wait_done(&mut c, "after the record was lost");
+    assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 1);
+    assert_index_exact(&mut c, &[0], "after the record was lost");
 }

@@ -226,11 +226,10 @@ fn promoted_replica_serves_purge_and_demoted_master_stops_writing() {
     assert_eq!(get(&mut m, &["/new/on-promoted"]).unwrap(), b"v");
 }
 
-/// `repl-diskless-load swapdb`: Redis either loads into a temporary database (whose
-/// `loaded` events do not name the database being served) or, when a module is not
-/// ready for that, falls back to a disk load. Either way the index must end exact.
-/// (On Redis 7.0 with rcache as built today it falls back: rcache does not declare
-/// REDISMODULE_OPTIONS_HANDLE_REPL_ASYNC_LOAD; the replica logs "Skipping diskless-load".)
+/// `repl-diskless-load swapdb`: Redis loads into a temporary database (whose `loaded`
+/// events name keys the module cannot open) and swaps it in at the end; rcache opts in
+/// (REDISMODULE_OPTIONS_HANDLE_REPL_ASYNC_LOAD) and re-indexes at the swap. The index
+/// must end exact. (Async loading mid-transfer and its abort: `tests/async_load.rs`.)
 #[test]
 fn full_sync_with_swapdb_diskless_load() {
     let master = start_master(&["--repl-diskless-sync", "yes"]);

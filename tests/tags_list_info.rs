@@ -140,10 +140,11 @@ fn shipped_redis_conf_loads_with_its_settings() {
     // Start it for real (module path overridden to this build, port to a free one).
     let port = free_port();
     // No --dir: `dir` changes the working directory before modules load, and the
-    // conf's module path is relative to the repository root. `save ""` writes nothing.
+    // conf's module path is relative to the repository root. `save ""` and
+    // `appendonly no` write nothing there.
     let mut child = std::process::Command::new("redis-server")
         .arg(&conf)
-        .args(["--port", &port.to_string(), "--save", ""])
+        .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(std::process::Stdio::null())
         .spawn()

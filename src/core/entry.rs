@@ -14,6 +14,7 @@
 //! 30      2   tag count, u16 LE
 //! 32      E   ETag bytes
 //!  …      …   tags, each a u16 LE length and its bytes
+//!  …      …   zero bytes, only to make the whole entry at least 45 bytes long
 //!  H      …   the value
 //! ```
 //! Layout version 1 (still read): magic, version 1, H, stored-at, a 32-byte MD5 hex
@@ -31,6 +32,9 @@ const FIXED_HEADER: usize = 32;
 const V1_FIXED_HEADER: usize = 50;
 /// Where fresh-until sits in a v2 entry: a soft purge rewrites just these 8 bytes.
 pub const FRESH_UNTIL_AT: usize = 16;
+/// Redis keeps strings of up to 44 bytes in a shared encoding that reading in place
+/// would rewrite (and touch): every stored entry is longer, its header zero-padded.
+pub const MIN_STORED_LEN: usize = 45;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotAnEntry;
@@ -101,7 +105,8 @@ pub fn computed_etag(value: &[u8]) -> [u8; 32] {
 /// Encodes an entry in the current layout. Tags must be de-duplicated, the ETag and
 /// each tag at most `u16::MAX` bytes (argument parsing enforces far smaller limits).
 pub fn encode(value: &[u8], lifetime: Lifetime, etag: &[u8], tags: &[&[u8]]) -> Vec<u8> {
-    let header_len = FIXED_HEADER + etag.len() + tags.iter().map(|t| 2 + t.len()).sum::<usize>();
+    let used = FIXED_HEADER + etag.len() + tags.iter().map(|t| 2 + t.len()).sum::<usize>();
+    let header_len = used + MIN_STORED_LEN.saturating_sub(used + value.len());
     let mut out = Vec::with_capacity(header_len + value.len());
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
@@ -116,6 +121,7 @@ pub fn encode(value: &[u8], lifetime: Lifetime, etag: &[u8], tags: &[&[u8]]) -> 
         out.extend_from_slice(&(tag.len() as u16).to_le_bytes());
         out.extend_from_slice(tag);
     }
+    out.resize(header_len, 0);
     out.extend_from_slice(value);
     out
 }
@@ -174,7 +180,8 @@ pub fn decode(bytes: &[u8]) -> Result<Entry<'_>, NotAnEntry> {
     let count = u16_at(bytes, count_at).ok_or(NotAnEntry)?;
     let mut tags = Vec::with_capacity(count.min(h.value_at / 2));
     for _ in 0..count {
-        let len = u16_at(bytes, at).ok_or(NotAnEntry)?;
+        // A tag is never empty: zeros here are padding, not tags.
+        let len = u16_at(bytes, at).filter(|&n| n > 0).ok_or(NotAnEntry)?;
         let end = at + 2 + len;
         if end > h.value_at {
             return Err(NotAnEntry);
@@ -182,7 +189,9 @@ pub fn decode(bytes: &[u8]) -> Result<Entry<'_>, NotAnEntry> {
         tags.push(&bytes[at + 2..end]);
         at = end;
     }
-    if at != h.value_at {
+    // v2 may pad its header with zeros (see MIN_STORED_LEN); v1 never does.
+    let padding = &bytes[at.min(h.value_at)..h.value_at];
+    if at > h.value_at || (h.version == 1 && !padding.is_empty()) || padding.iter().any(|&b| b != 0) {
         return Err(NotAnEntry);
     }
     Ok(Entry { lifetime: h.lifetime, etag, tags, value: &bytes[h.value_at..] })
@@ -263,6 +272,18 @@ pub(crate) mod tests {
         let h = header(&bytes).unwrap();
         assert_eq!(h.value_at, bytes.len() - 5);
         assert_eq!(&bytes[h.etag], etag);
+    }
+
+    #[test]
+    fn short_entries_are_padded_past_redis_shared_encoding() {
+        let bytes = encode(b"", Lifetime::default(), b"e", &[]);
+        assert_eq!(bytes.len(), MIN_STORED_LEN);
+        assert_eq!(decode(&bytes).unwrap().value, b"");
+        assert_eq!(encode(b"0123456789ab", LIFE, b"e", &[]).len(), MIN_STORED_LEN, "no padding needed");
+        assert_eq!(decode(&encode(b"0", LIFE, b"e", &[b"t"])).unwrap().tags, vec![&b"t"[..]]);
+        let mut bytes = encode(b"v", LIFE, b"e", &[]);
+        bytes[40] = 1;
+        assert_eq!(decode(&bytes), Err(NotAnEntry), "padding is zeros");
     }
 
     #[test]

@@ -17,6 +17,9 @@ use crate::core::path::Coverage;
 
 const MAGIC: &[u8; 3] = b"RCP";
 const VERSION: u8 = 1;
+/// Zero-padded to this length, as entries are (`entry::MIN_STORED_LEN`): the module
+/// reads records in place, which Redis' shared encoding of short strings forbids.
+const MIN_LEN: usize = crate::core::entry::MIN_STORED_LEN;
 pub const RECORD_KEY_PREFIX: &[u8] = b"rcache:#purge:";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +115,9 @@ impl PurgeRecord {
                 }
             }
         }
+        if out.len() < MIN_LEN {
+            out.resize(MIN_LEN, 0);
+        }
         out
     }
 
@@ -147,7 +153,8 @@ impl PurgeRecord {
             }
             _ => return None,
         };
-        r.0.is_empty().then_some(PurgeRecord { at_ms, soft, target })
+        let padded = r.0.iter().all(|&b| b == 0) && bytes.len() == MIN_LEN;
+        (r.0.is_empty() || padded).then_some(PurgeRecord { at_ms, soft, target })
     }
 }
 

@@ -58,7 +58,8 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_GetExpire, RedisModule_ReplyWithArray, RedisModule_ReplyWithSimpleString,
         RedisModule_ReplyWithLongLong, RedisModule_MallocSize,
         RedisModule_Call, RedisModule_CallReplyArrayElement, RedisModule_CallReplyLength,
-        RedisModule_CallReplyStringPtr, RedisModule_FreeCallReply
+        RedisModule_CallReplyStringPtr, RedisModule_FreeCallReply,
+        RedisModule_ValueLength, RedisModule_SignalModifiedKey, RedisModule_SetModuleOptions
     );
     missing
 }
@@ -214,24 +215,6 @@ impl Ctx {
 
     pub fn select_db(&self, db: i32) -> bool {
         unsafe { rm!(RedisModule_SelectDb(self.0, db)) == raw::REDISMODULE_OK as c_int }
-    }
-
-    /// Calls `f` with the name of every key in the selected database.
-    pub fn scan_keys(&self, mut f: impl FnMut(&[u8])) {
-        unsafe extern "C" fn each(
-            _ctx: *mut raw::RedisModuleCtx,
-            name: *mut raw::RedisModuleString,
-            _key: *mut raw::RedisModuleKey,
-            privdata: *mut c_void,
-        ) {
-            let f = unsafe { &mut *privdata.cast::<&mut dyn FnMut(&[u8])>() };
-            f(string_bytes(name));
-        }
-        let mut f: &mut dyn FnMut(&[u8]) = &mut f;
-        let privdata = (&mut f as *mut &mut dyn FnMut(&[u8])).cast::<c_void>();
-        let cursor = unsafe { rm!(RedisModule_ScanCursorCreate()) };
-        while unsafe { rm!(RedisModule_Scan(self.0, cursor, Some(each), privdata)) } != 0 {}
-        unsafe { rm!(RedisModule_ScanCursorDestroy(cursor)) };
     }
 
     fn flags(&self) -> u32 {
@@ -534,3 +517,6 @@ pub fn swapped_dbs(data: *mut c_void) -> Option<(i32, i32)> {
         (info.dbnum_first, info.dbnum_second)
     })
 }
+
+mod keyspace;
+pub use keyspace::init_module;

@@ -184,6 +184,7 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     if expire_at.is_some() {
         notify(ctx, NOTIFY_GENERIC, c"expire", &key);
     }
+    events::signal_paths(ctx, [req.path]); // WATCH and client tracking see the path change
     if !(replaced_untagged_entry && req.tags.is_empty()) {
         store::with(|s| s.db(db).insert(req.path, variant, &req.tags));
     }
@@ -352,7 +353,16 @@ fn covered_keys(ctx: Ctx, db: i32, coverage: &Coverage<'_>) -> ArgResult<Vec<Vec
 /// The entry keys carrying any of `tags`, after the caller's permission check.
 fn tagged_keys(ctx: Ctx, db: i32, tags: &[&[u8]]) -> ArgResult<Vec<Vec<u8>>> {
     events::process_pending(ctx);
-    let keys = store::with(|s| s.existing_db(db).map(|d| d.tags.keys(tags)).unwrap_or_default());
+    // Entries a pending purge hid still carry their tags until removed: not these
+    // purges' to count, nor their leases to end.
+    let keys = store::with(|s| {
+        let Some(d) = s.existing_db(db) else { return Vec::new() };
+        let mut keys = d.tags.keys(tags);
+        if purges::any_pending() {
+            keys.retain(|k| parse_entry_key(k).is_some_and(|(path, variant)| !d.is_hidden(path, &variant)));
+        }
+        keys
+    });
     check_write_permission(ctx, keys.iter().filter_map(|k| parse_entry_key(k).map(|(p, _)| p)))?;
     Ok(keys)
 }
@@ -473,6 +483,7 @@ fn soften_keys(ctx: Ctx, db: i32, keys: Vec<Vec<u8>>) -> u64 {
                     ctx.replicate_patch(&key, entry::FRESH_UNTIL_AT, &stale_from, expire_at_ms);
                     notify(ctx, NOTIFY_STRING, c"setrange", &key);
                     notify(ctx, NOTIFY_GENERIC, c"expire", &key);
+                    events::signal_paths(ctx, parse_entry_key(&name).map(|(path, _)| path));
                     softened += 1;
                 }
             }
@@ -542,5 +553,7 @@ fn delete_keys(ctx: Ctx, keys: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     for key in &deleted {
         notify(ctx, NOTIFY_GENERIC, c"del", key);
     }
+    // WATCH and client tracking see every path that lost an entry.
+    events::signal_paths(ctx, deleted_names.iter().filter_map(|k| parse_entry_key(k).map(|(path, _)| path)));
     deleted_names
 }

@@ -1,5 +1,6 @@
 //! Keeping the index a derived view of the keyspace: keyspace notifications for
-//! entry keys, and server events (flush, swapdb, loading, the event loop).
+//! entry keys, and server events (flush, swapdb, async replica loading, the event
+//! loop).
 //!
 //! Nothing here writes to the keyspace. A removal event (`del`, `expired`,
 //! `evicted`, `rename_from`, `move_from`) drops the entry from the index. Any other
@@ -7,24 +8,37 @@
 //! `loaded`, `append`, …) means the key must be re-read. Re-reading is done at once
 //! where a read cannot make Redis expire the key (loading, replicas); on a master it
 //! is deferred to just before the event loop sleeps, or to the start of the next
-//! RCACHE command that reads the index, whichever comes first.
+//! RCACHE command that reads the index, whichever comes first. Keys are read with
+//! `REDISMODULE_OPEN_KEY_NOTOUCH`, so bookkeeping never changes eviction order.
+//!
+//! Every change to an entry also signals its path (the key RCACHE commands declare)
+//! as modified, so `WATCH` and client-side caching see it. Signalling only marks
+//! watchers dirty and queues invalidation messages; it is what Redis itself does
+//! for the entry key right after raising `expired` / `evicted`, so it is allowed here.
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::atomic::{AtomicI32, Ordering::Relaxed};
+use std::sync::mpsc::{channel, SendError, Sender};
+use std::sync::Mutex;
 
 use redis_module::raw;
 
 use crate::core::entry;
+use crate::core::index::DbIndex;
+use crate::core::key::{parse_entry_key, Variant, KEY_PREFIX};
 use crate::core::purge;
+use crate::core::stats::{Removal, STATS};
 use crate::ffi::{self, Ctx};
 use crate::server::guard::guarded;
-use crate::server::leases;
-use crate::core::key::{parse_entry_key, KEY_PREFIX};
-use crate::core::stats::{Removal, STATS};
-use crate::server::{purges, store};
+use crate::server::{leases, purges, store};
 
 thread_local! {
     static NOTIFYING_OURSELVES: Cell<bool> = const { Cell::new(false) };
+    /// Between the `ReplAsyncLoad` started and completed/aborted events: `loaded`
+    /// events then name keys of the temporary database being loaded, which the
+    /// module cannot open (keys open in the live database).
+    static ASYNC_LOADING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f` (which raises a keyspace event for a write the module already indexed)
@@ -75,12 +89,23 @@ fn keyspace_event(ctx: Ctx, event: &[u8], key: &[u8]) {
         b"del" | b"rename_from" | b"move_from" => Removal::Other,
         // A TTL change leaves the contents alone.
         b"expire" | b"persist" => return,
-        _ if ctx.reads_are_side_effect_free() => return reindex(ctx, key),
-        _ => return store::with(|s| s.pending.push((db, key.to_vec()))),
+        // Indexed from a scan when the async load completes (see `server_event`).
+        b"loaded" if ASYNC_LOADING.with(Cell::get) => return,
+        // Nothing can watch or track a key while it is being loaded.
+        b"loaded" => return reindex(ctx, key, path, variant),
+        _ if ctx.reads_are_side_effect_free() => {
+            reindex(ctx, key, path, variant);
+            return ctx.signal_modified(path);
+        }
+        _ => {
+            store::with(|s| s.pending.push((db, key.to_vec())));
+            return ctx.signal_modified(path);
+        }
     };
     if store::with(|s| s.remove(db, path, &variant)) {
         STATS.removed(removal, 1);
     }
+    ctx.signal_modified(path);
 }
 
 /// A purge record written or removed by the data itself: the master's purge reaching a
@@ -89,53 +114,69 @@ fn keyspace_event(ctx: Ctx, event: &[u8], key: &[u8]) {
 fn record_event(ctx: Ctx, db: i32, event: &[u8], key: &[u8]) {
     match event {
         b"expire" | b"persist" => {}
+        b"loaded" if ASYNC_LOADING.with(Cell::get) => {}
         b"del" | b"expired" | b"evicted" | b"rename_from" | b"move_from" => purges::record_event(ctx, db, key, true),
         _ if ctx.reads_are_side_effect_free() => purges::record_event(ctx, db, key, false),
         _ => {}
     }
 }
 
-/// Re-reads an entry key in the selected database and makes the index agree with it.
-fn reindex(ctx: Ctx, key: &[u8]) {
-    let Some((path, variant)) = parse_entry_key(key) else { return };
-    let open = ctx.open_key(&ctx.string(key), false);
-    let tags: Option<Vec<Vec<u8>>> =
-        open.string().and_then(|bytes| entry::decode(bytes).ok()).map(|e| e.tags.iter().map(|t| t.to_vec()).collect());
-    drop(open);
-    let db = ctx.selected_db();
-    match tags {
-        Some(tags) => {
-            let tags: Vec<&[u8]> = tags.iter().map(Vec::as_slice).collect();
-            store::with(|s| s.db(db).insert(path, variant, &tags));
+/// Signals each path as a modified key (consecutive repeats once), for the RCACHE
+/// commands that change entries: WATCH and client-side caching then see the change.
+pub fn signal_paths<'a>(ctx: Ctx, paths: impl IntoIterator<Item = &'a [u8]>) {
+    let mut last: Option<&[u8]> = None;
+    for path in paths {
+        if last != Some(path) {
+            ctx.signal_modified(path);
         }
+        last = Some(path);
+    }
+}
+
+/// Re-reads the entry key `key` (of `path`, `variant`) in the selected database and
+/// makes the index agree with it.
+fn reindex(ctx: Ctx, key: &[u8], path: &[u8], variant: Variant) {
+    let db = ctx.selected_db();
+    ctx.peek_string(key, |bytes| match bytes.and_then(|b| entry::decode(b).ok()) {
+        Some(e) => store::with(|s| s.db(db).insert(path, variant, &e.tags)),
         None => {
             if store::with(|s| s.remove(db, path, &variant)) {
                 STATS.removed(Removal::Other, 1);
             }
         }
-    }
+    });
 }
 
-/// Indexes every entry key in every database from a scan of the keyspace, for a
-/// module loaded into a running server. O(keyspace), once.
+/// Replaces every index with one built from a scan of the keyspace, for a module
+/// loaded into a running server and for a replica's completed async load. O(keyspace)
+/// once, reading each value from the handle the scan holds.
 pub fn index_keyspace(ctx: Ctx) {
-    let dropped = store::with(|s| s.flush(-1));
-    STATS.removed(Removal::Other, dropped);
+    drop_indexes(-1);
     let selected = ctx.selected_db();
     let mut db = 0;
+    let mut records = Vec::new();
     while ctx.select_db(db) {
-        let mut keys = Vec::new();
-        ctx.scan_keys(|k| {
-            if k.starts_with(KEY_PREFIX) {
-                keys.push(k.to_vec());
+        ctx.scan_strings(|name, bytes| {
+            if !name.starts_with(KEY_PREFIX) {
+                return;
+            }
+            if purge::is_record_key(name) {
+                records.push((db, name.to_vec()));
+            } else if let (Some((path, variant)), Some(e)) = (parse_entry_key(name), bytes.and_then(|b| entry::decode(b).ok())) {
+                store::with(|s| s.db(db).insert(path, variant, &e.tags));
             }
         });
-        for key in keys {
-            reindex(ctx, &key);
-        }
         db += 1;
     }
+    DATABASES.store(db, Relaxed);
+    // Pending purges in the data: matched against what was just indexed.
+    for (db, key) in records {
+        if ctx.select_db(db) {
+            purges::record_found(ctx, db, &key);
+        }
+    }
     ctx.select_db(selected);
+    purges::resolve_loaded(ctx);
 }
 
 /// Re-reads the keys whose contents changed outside the module. The caller's
@@ -147,8 +188,10 @@ pub fn process_pending(ctx: Ctx) {
     }
     let selected = ctx.selected_db();
     for (db, key) in pending {
-        if ctx.select_db(db) {
-            reindex(ctx, &key);
+        if let Some((path, variant)) = parse_entry_key(&key) {
+            if ctx.select_db(db) {
+                reindex(ctx, &key, path, variant);
+            }
         }
     }
     ctx.select_db(selected);
@@ -163,8 +206,7 @@ fn server_event(ctx: Ctx, id: u64, subevent: u64, data: *mut c_void) {
     match (id, subevent) {
         (raw::REDISMODULE_EVENT_FLUSHDB, raw::REDISMODULE_SUBEVENT_FLUSHDB_END) => {
             if let Some(db) = ffi::flush_db_number(data) {
-                let dropped = store::with(|s| s.flush(db));
-                STATS.removed(Removal::Other, dropped);
+                drop_indexes(db);
                 leases::flushed(ctx, db);
             }
         }
@@ -176,16 +218,22 @@ fn server_event(ctx: Ctx, id: u64, subevent: u64, data: *mut c_void) {
                 leases::flushed(ctx, b);
             }
         }
-        // Whatever is loaded next is indexed from its `loaded` / replayed events.
-        (
-            raw::REDISMODULE_EVENT_LOADING,
-            raw::REDISMODULE_SUBEVENT_LOADING_RDB_START
-            | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
-            | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START,
-        ) => {
-            let dropped = store::with(|s| s.flush(-1));
-            STATS.removed(Removal::Other, dropped);
+        // Loading needs nothing of its own: every load into a non-empty dataset starts
+        // with a flush (which raises FlushDB) except `DEBUG RELOAD NOFLUSH` (MERGE: live
+        // keys stay, and each loaded key is re-read) and a swapdb replica's async load.
+        (raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD, raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_STARTED) => {
+            ASYNC_LOADING.with(|a| a.set(true));
+        }
+        // The temporary database is discarded; the live one and its index stay.
+        (raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD, raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_ABORTED) => {
+            ASYNC_LOADING.with(|a| a.set(false));
+        }
+        // The loaded databases are now the live ones (the old ones are freed without
+        // events): index them.
+        (raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD, raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_COMPLETED) => {
+            ASYNC_LOADING.with(|a| a.set(false));
             leases::flushed(ctx, -1);
+            index_keyspace(ctx);
         }
         // Purge records read while loading are matched against the loaded entries now.
         (raw::REDISMODULE_EVENT_LOADING, raw::REDISMODULE_SUBEVENT_LOADING_ENDED) => purges::resolve_loaded(ctx),
@@ -194,11 +242,50 @@ fn server_event(ctx: Ctx, id: u64, subevent: u64, data: *mut c_void) {
     }
 }
 
-/// rcache does not opt in to async replica loading (`repl-diskless-load swapdb`),
-/// so Redis loads such a replica's data synchronously, raising `loaded` events.
-pub const SERVER_EVENTS: [u64; 4] = [
+pub const SERVER_EVENTS: [u64; 5] = [
     raw::REDISMODULE_EVENT_FLUSHDB,
     raw::REDISMODULE_EVENT_SWAPDB,
+    raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD,
     raw::REDISMODULE_EVENT_LOADING,
     raw::REDISMODULE_EVENT_EVENTLOOP,
 ];
+
+/// The number of databases, learnt when the module indexes the keyspace at load.
+static DATABASES: AtomicI32 = AtomicI32::new(16);
+
+/// Indexes with at least this many entries are freed on a background thread.
+const DROP_IN_BACKGROUND: usize = 10_000;
+
+/// Drops the index of `db` (-1: every database) and its pending re-reads, counting its
+/// entries as removed. Freeing a big index takes long (FLUSHALL ASYNC returns at once
+/// in Redis): those are freed off the main thread.
+fn drop_indexes(db: i32) {
+    let dbs = if db == -1 { 0..DATABASES.load(Relaxed) } else { db..db + 1 };
+    let dropped: Vec<DbIndex> = store::with(|s| {
+        let present: Vec<i32> = dbs.filter(|&d| s.existing_db(d).is_some()).collect();
+        let taken = present.into_iter().map(|d| std::mem::take(s.db(d))).collect();
+        s.flush(db);
+        taken
+    });
+    let entries: usize = dropped.iter().map(|d| d.paths.entries()).sum();
+    STATS.removed(Removal::Other, entries as u64);
+    if entries >= DROP_IN_BACKGROUND {
+        free_in_background(dropped);
+    }
+}
+
+/// Hands indexes to one long-lived thread that frees them (through Redis' allocator,
+/// which is thread-safe). If that thread cannot be started they are freed here.
+fn free_in_background(dropped: Vec<DbIndex>) {
+    static FREER: Mutex<Option<Sender<Vec<DbIndex>>>> = Mutex::new(None);
+    let mut freer = FREER.lock().unwrap_or_else(|p| p.into_inner());
+    if freer.is_none() {
+        let (tx, rx) = channel::<Vec<DbIndex>>();
+        let started = std::thread::Builder::new().name("rcache-free".into()).spawn(move || rx.into_iter().for_each(drop));
+        *freer = started.ok().map(|_| tx);
+    }
+    if let Some(Err(SendError(back))) = freer.as_ref().map(|tx| tx.send(dropped)) {
+        *freer = None;
+        drop(back);
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::ffi::{c_char, c_int, c_longlong, c_void, CStr};
 
-use redis_module::{raw, redis_module, Context, RedisString, Status};
+use redis_module::{raw, redis_command, Context, RedisString, Status};
 
 use crate::server::alloc::{live_bytes, CountingRedisAlloc};
 use crate::server::commands;
@@ -110,14 +110,11 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) 
     }
 }
 
-fn init(ctx: &Context, args: &[RedisString]) -> Status {
+fn init(ctx: &Context, args: &[RedisString]) -> Result<(), Status> {
     let c = Ctx::from_raw(ctx.ctx);
-    guarded(c, "module load", || Status::Err, || match setup(c, args) {
-        Ok(()) => Status::Ok,
-        Err(msg) => {
-            c.log(c"warning", &format!("rcache: not loaded: {msg}"));
-            Status::Err
-        }
+    setup(c, args).map_err(|msg| {
+        c.log(c"warning", &format!("rcache: not loaded: {msg}"));
+        Status::Err
     })
 }
 
@@ -151,6 +148,9 @@ fn setup(ctx: Ctx, args: &[RedisString]) -> Result<(), String> {
             return Err(format!("could not subscribe to server event {event}"));
         }
     }
+    // A `repl-diskless-load swapdb` replica loads into a temporary database while
+    // serving the live one; `events` follows that through the ReplAsyncLoad events.
+    ctx.handle_repl_async_load();
     if !ctx.register_info(Some(info)) {
         return Err("could not register the INFO section".into());
     }
@@ -160,30 +160,52 @@ fn setup(ctx: Ctx, args: &[RedisString]) -> Result<(), String> {
     Ok(())
 }
 
-/// MODULE UNLOAD is refused: Redis would unmap the code while the index, the
-/// registered settings and subscriptions still point into it.
-fn refuse_unload(ctx: &Context) -> Status {
-    Ctx::from_raw(ctx.ctx).log(c"warning", "rcache cannot be unloaded; restart the server without it");
-    Status::Err
+#[global_allocator]
+static ALLOCATOR: CountingRedisAlloc = CountingRedisAlloc;
+
+/// The module's entry point. redis-module's `redis_module!` macro is not used: on
+/// Redis 7.0 it logs a WARNING on every start ("Skip register defrag callbacks…",
+/// for an API that only later Redis versions have and rcache does not need).
+///
+/// # Safety
+/// Called by Redis with a valid context and `argc` arguments.
+#[no_mangle]
+pub unsafe extern "C" fn RedisModule_OnLoad(ctx: *mut raw::RedisModuleCtx, argv: *mut *mut raw::RedisModuleString, argc: c_int) -> c_int {
+    if !ffi::init_module(ctx, c"rcache", MODULE_VERSION) {
+        return raw::REDISMODULE_ERR as c_int;
+    }
+    let args = redis_module::decode_args(ctx, argv, argc);
+    let context = Context::new(ctx);
+    let loaded = guarded(Ctx::from_raw(ctx), "module load", || Err(Status::Err), || register_commands(ctx).and_then(|()| init(&context, &args)));
+    match loaded {
+        Ok(()) => raw::REDISMODULE_OK as c_int,
+        Err(_) => raw::REDISMODULE_ERR as c_int,
+    }
 }
 
-redis_module! {
-    name: "rcache",
-    version: MODULE_VERSION,
-    allocator: (CountingRedisAlloc, CountingRedisAlloc),
-    data_types: [],
-    init: init,
-    deinit: refuse_unload,
-    commands: [
-        ["rcache.set", commands::set, "write deny-oom", 1, 1, 1, ""],
-        ["rcache.get", commands::get, "readonly fast", 1, 1, 1, ""],
-        ["rcache.lookup", commands::lookup, "readonly", 1, 1, 1, ""],
-        ["rcache.del", commands::del, "write", 1, 1, 1, ""],
-        ["rcache.purge", commands::purge, "write", 1, 1, 1, ""],
-        ["rcache.softpurge", commands::softpurge, "write", 1, 1, 1, ""],
-        ["rcache.purgetag", commands::purgetag, "write", 0, 0, 0, ""],
-        ["rcache.softpurgetag", commands::softpurgetag, "write", 0, 0, 0, ""],
-        ["rcache.list", commands::list, "readonly", 1, 1, 1, ""],
-        ["rcache.key", commands::key, "readonly fast", 1, 1, 1, ""],
-    ],
+/// MODULE UNLOAD is refused: Redis would unmap the code while the index, the
+/// registered settings and subscriptions still point into it.
+#[no_mangle]
+pub extern "C" fn RedisModule_OnUnload(ctx: *mut raw::RedisModuleCtx) -> c_int {
+    Ctx::from_raw(ctx).log(c"warning", "rcache cannot be unloaded; restart the server without it");
+    raw::REDISMODULE_ERR as c_int
+}
+
+fn register_commands(ctx: *mut raw::RedisModuleCtx) -> Result<(), Status> {
+    // `redis_command!` returns the C status from the enclosing function on failure.
+    unsafe fn all(ctx: *mut raw::RedisModuleCtx) -> c_int {
+        use std::ffi::CString;
+        redis_command!(ctx, "rcache.set", commands::set, "write deny-oom", 1, 1, 1, "");
+        redis_command!(ctx, "rcache.get", commands::get, "readonly fast", 1, 1, 1, "");
+        redis_command!(ctx, "rcache.lookup", commands::lookup, "readonly", 1, 1, 1, "");
+        redis_command!(ctx, "rcache.del", commands::del, "write", 1, 1, 1, "");
+        redis_command!(ctx, "rcache.purge", commands::purge, "write", 1, 1, 1, "");
+        redis_command!(ctx, "rcache.softpurge", commands::softpurge, "write", 1, 1, 1, "");
+        redis_command!(ctx, "rcache.purgetag", commands::purgetag, "write", 0, 0, 0, "");
+        redis_command!(ctx, "rcache.softpurgetag", commands::softpurgetag, "write", 0, 0, 0, "");
+        redis_command!(ctx, "rcache.list", commands::list, "readonly", 1, 1, 1, "");
+        redis_command!(ctx, "rcache.key", commands::key, "readonly fast", 1, 1, 1, "");
+        raw::REDISMODULE_OK as c_int
+    }
+    if unsafe { all(ctx) } == raw::REDISMODULE_OK as c_int { Ok(()) } else { Err(Status::Err) }
 }

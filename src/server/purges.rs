@@ -48,6 +48,9 @@ pub struct Job {
     /// Variants of one path taken out of the index and not yet removed (a path may have
     /// more than a slice can remove).
     pub backlog: (Vec<u8>, Vec<Variant>),
+    /// Its record key was removed (evicted, say) while work was left: a master writes
+    /// it again, so the data keeps saying what is hidden.
+    pub record_lost: bool,
 }
 
 /// Pending jobs, readable without the lock: the hot paths skip every check at 0.
@@ -134,43 +137,74 @@ pub fn start(ctx: Ctx, db: i32, prefix: &[u8], exact: bool) -> u64 {
     let record = PurgeRecord { at_ms: now, soft: false, target: Target::Prefix { prefix: prefix.to_vec(), exact } };
     let id = next_id(now);
     let key = purge::record_key(id);
-    let bytes = record.encode();
-    let name = ctx.string(&key);
-    {
-        let open = ctx.open_key(&name, true);
-        if !open.set_string(&ctx.string(&bytes)) {
-            return 0;
-        }
+    if !write_record(ctx, &key, &record) {
+        return 0;
     }
-    ctx.replicate_set(&key, &bytes, None);
     let hidden = store::with(|s| {
         let coverage = record.coverage().unwrap_or_else(|| Coverage::exact(prefix));
         let hid = s.db(db).hide_covered(id, &coverage) as u64;
-        s.add_job(Job { id, db, key, record, resolved: true, backlog: Default::default() });
+        s.add_job(Job { id, db, key, record, resolved: true, backlog: Default::default(), record_lost: false });
         hid
     });
     wake(ctx);
     hidden
 }
 
+/// Writes (and replicates) a purge record at `key`.
+fn write_record(ctx: Ctx, key: &[u8], record: &PurgeRecord) -> bool {
+    let bytes = record.encode();
+    let written = ctx.open_key(&ctx.string(key), true).set_string(&ctx.string(&bytes));
+    if written {
+        ctx.replicate_set(key, &bytes, None);
+    }
+    written
+}
+
+/// Writes again the records of pending purges that were removed (master only).
+fn restore_lost_records(ctx: Ctx) {
+    let lost: Vec<(i32, Vec<u8>, PurgeRecord)> =
+        store::with(|s| s.jobs.iter().filter(|j| j.record_lost).map(|j| (j.db, j.key.clone(), j.record.clone())).collect());
+    let selected = ctx.selected_db();
+    for (db, key, record) in lost {
+        if ctx.select_db(db) && write_record(ctx, &key, &record) {
+            store::with(|s| s.jobs.iter_mut().filter(|j| j.db == db && j.key == key).for_each(|j| j.record_lost = false));
+        }
+    }
+    ctx.select_db(selected);
+}
+
 /// A record key was written or removed outside the module's own commands: on a
 /// replica (the master's purge), while loading, or by a user.
 pub fn record_event(ctx: Ctx, db: i32, key: &[u8], removed: bool) {
-    store::with(|s| s.drop_job(db, key));
     if removed {
+        store::with(|s| s.record_removed(db, key));
+        return wake(ctx);
+    }
+    register(ctx, db, key, !ctx.is_loading());
+}
+
+/// A record found in data indexed all at once (MODULE LOAD, a completed async load):
+/// matched against the entries by [`resolve_loaded`].
+pub fn record_found(ctx: Ctx, db: i32, key: &[u8]) {
+    register(ctx, db, key, false);
+}
+
+/// Registers the job of the record at `key`. Applying a stream (`streaming`), every
+/// covered entry there now is older than the purge and is hidden at once; otherwise
+/// the job waits for [`resolve_loaded`].
+fn register(ctx: Ctx, db: i32, key: &[u8], streaming: bool) {
+    let Some(record) = ctx.peek_string(key, |bytes| bytes.and_then(PurgeRecord::decode)) else { return };
+    // The record of a job already known (written again after it was lost): same job.
+    let known = store::with(|s| s.jobs.iter_mut().find(|j| j.db == db && j.key == key).map(|j| j.record_lost = false).is_some());
+    if known {
         return;
     }
-    let open = ctx.open_key(&ctx.string(key), false);
-    let Some(record) = open.string().and_then(PurgeRecord::decode) else { return };
-    drop(open);
-    let loading = ctx.is_loading();
     let id = next_id(ffi::milliseconds());
     store::with(|s| {
-        // Applying a stream: every covered entry there now is older than the purge.
-        if let (false, Some(coverage)) = (loading, record.coverage()) {
+        if let (true, Some(coverage)) = (streaming, record.coverage()) {
             s.db(db).hide_covered(id, &coverage);
         }
-        s.add_job(Job { id, db, key: key.to_vec(), record, resolved: !loading, backlog: Default::default() });
+        s.add_job(Job { id, db, key: key.to_vec(), record, resolved: streaming, backlog: Default::default(), record_lost: false });
     });
     wake(ctx);
 }
@@ -196,8 +230,9 @@ pub fn resolve_loaded(ctx: Ctx) {
         let covered: Vec<(Vec<u8>, Stored)> = candidates
             .into_iter()
             .filter(|(path, stored)| {
-                let open = ctx.open_key(&ctx.string(&entry_key(path, &stored.variant)), false);
-                let stored_at = open.string().and_then(|b| entry::header(b).ok()).map(|h| h.lifetime.stored_at_ms);
+                let stored_at = ctx.peek_string(&entry_key(path, &stored.variant), |bytes| {
+                    bytes.and_then(|b| entry::header(b).ok()).map(|h| h.lifetime.stored_at_ms)
+                });
                 stored_at.is_some_and(|at| record.covers(path, &[], at))
             })
             .collect();
@@ -227,6 +262,7 @@ extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     TIMER_ARMED.store(false, Relaxed);
     guarded(ctx, "background purge", || (), || {
         if !ctx.is_replica() && !ctx.is_loading() {
+            restore_lost_records(ctx);
             run_slice(ctx);
         }
         wake(ctx);
@@ -266,6 +302,9 @@ fn run_slice(ctx: Ctx) {
         ctx.replicate_unlink(&deleted);
         for key in &deleted {
             events::while_notifying_ourselves(|| ctx.notify(NOTIFY_GENERIC, c"del", key));
+        }
+        if !deleted.is_empty() {
+            events::signal_paths(ctx, [path.as_slice()]);
         }
         finish_done_jobs(ctx);
         longest = longest.max(batch_started.elapsed());

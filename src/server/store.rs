@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex, TryLockError};
 
 use crate::core::index::DbIndex;
-use crate::core::key::{entry_key, Variant};
+use crate::core::key::Variant;
 use crate::server::leases::Leases;
 use crate::core::purge::PurgeRecord;
 use crate::server::purges::{self, Job};
@@ -55,19 +55,18 @@ impl State {
         purges::set_job_count(self.jobs.len());
     }
 
-    /// Forgets the job whose record is `key` in `db`: its record is gone, so the data
-    /// no longer hides what is left of its work (normally nothing: a master deletes the
-    /// record last), which is indexed again.
-    pub fn drop_job(&mut self, db: i32, key: &[u8]) {
-        let (gone, kept): (Vec<Job>, Vec<Job>) = std::mem::take(&mut self.jobs).into_iter().partition(|j| j.db == db && j.key == key);
-        self.jobs = kept;
-        for job in gone {
-            self.db(db).unhide(job.id);
-            // Out of the index, tags and all, and not removed: read them again.
-            let (path, variants) = job.backlog;
-            self.pending.extend(variants.iter().map(|v| (db, entry_key(&path, v))));
+    /// The record of the job at `key` in `db` was removed (evicted, deleted, or the
+    /// master finished). A job with work left carries on — its purge replied, so what it
+    /// hid stays hidden — and a master writes its record again (`record_lost`); a job
+    /// with nothing left is done.
+    pub fn record_removed(&mut self, db: i32, key: &[u8]) {
+        let Some(at) = self.jobs.iter().position(|j| j.db == db && j.key == key) else { return };
+        if self.pending_of(&self.jobs[at]) > 0 || !self.jobs[at].resolved {
+            self.jobs[at].record_lost = true;
+        } else {
+            self.jobs.remove(at);
+            purges::set_job_count(self.jobs.len());
         }
-        purges::set_job_count(self.jobs.len());
     }
 
     /// Up to `n` entries (of one path) the oldest resolved job with work left still has

@@ -41,6 +41,8 @@ pub fn temp_dir() -> PathBuf {
 pub struct Server {
     pub port: u16,
     pub dir: PathBuf,
+    /// A configuration file given before the arguments (`start_with_conf`).
+    conf: Option<PathBuf>,
     args: Vec<String>,
     child: Option<Child>,
 }
@@ -54,14 +56,14 @@ impl Server {
         args.push("--loadmodule".into());
         args.push(module_path().display().to_string());
         args.extend(module_args.iter().map(|s| s.to_string()));
-        let mut server = Server { port: free_port(), dir: temp_dir(), args, child: None };
+        let mut server = Server { port: free_port(), dir: temp_dir(), conf: None, args, child: None };
         server.spawn();
         server
     }
 
     /// A server without the module (to load it later with MODULE LOAD).
     pub fn start_plain() -> Server {
-        let mut server = Server { port: free_port(), dir: temp_dir(), args: vec!["--save".into(), "".into(), "--enable-module-command".into(), "yes".into()], child: None };
+        let mut server = Server { port: free_port(), dir: temp_dir(), conf: None, args: vec!["--save".into(), "".into(), "--enable-module-command".into(), "yes".into()], child: None };
         server.spawn();
         server
     }
@@ -70,8 +72,36 @@ impl Server {
         Self::start_with(&[], &[])
     }
 
+    /// Starts a server from a configuration file's text (as an operator would), with
+    /// its port, address, directory and log file overridden and `extra` arguments.
+    pub fn start_with_conf(conf: &str, extra: &[&str]) -> Server {
+        let dir = temp_dir();
+        let path = dir.join("test.conf");
+        std::fs::write(&path, conf).expect("write the configuration");
+        let args = extra.iter().map(|s| s.to_string()).collect();
+        let mut server = Server { port: free_port(), dir, conf: Some(path), args, child: None };
+        server.spawn();
+        server
+    }
+
+    /// Kills the server with SIGKILL (a crash: nothing is saved) and starts it again
+    /// on the same port, directory and arguments.
+    pub fn crash_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+        }
+    }
+
     fn spawn(&mut self) {
         let child = Command::new(std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()))
+            .args(&self.conf)
             .arg("--port")
             .arg(self.port.to_string())
             .arg("--bind")
@@ -135,23 +165,6 @@ impl Server {
 
     /// Kills the server with SIGKILL (no shutdown, no save) and starts it again on the
     /// same port and directory, with `extra` appended to its arguments.
-    pub fn kill_and_restart(&mut self, extra: &[&str]) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.args.extend(extra.iter().map(|s| s.to_string()));
-        self.spawn();
-    }
-
-    /// Kills the server with SIGKILL, for good.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
     /// Whether the process is still running (it did not crash).
     pub fn alive(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())

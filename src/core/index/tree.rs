@@ -258,13 +258,17 @@ impl PathIndex {
 
     /// Removes the entry of `variant` at `path`.
     pub fn remove(&mut self, path: &[u8], variant: &Variant) -> Option<Stored> {
-        let held = self.get(path).filter(|e| e.iter().any(|s| s.variant == *variant))?.len();
+        let held = self.get(path).filter(|e| e.contains(variant))?.len();
         // Counts first, while every node on the way is still there.
         self.count_along(path, -1, -i64::from(held == 1));
         let at = self.parent_of(path, false)?;
         let removed = at.parent.children.get_mut(at.pos)?.entries.remove(variant);
         at.compact();
         removed
+    }
+
+    pub fn contains(&self, path: &[u8], variant: &Variant) -> bool {
+        self.get(path).is_some_and(|e| e.contains(variant))
     }
 
     /// Takes every entry at exactly `path` out of the tree.

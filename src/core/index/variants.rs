@@ -76,6 +76,13 @@ impl Entries {
         }
     }
 
+    pub fn contains(&self, variant: &Variant) -> bool {
+        match self {
+            Entries::Few(few) => few.iter().any(|s| s.variant == *variant),
+            Entries::Many(many) => many.contains_key(variant),
+        }
+    }
+
     /// Points the entry of `variant` at its tag record `id` (which moved).
     pub fn retag(&mut self, variant: &Variant, id: EntryId) -> bool {
         match self {
