@@ -16,6 +16,15 @@ Everything is read from one dict, ``settings.RCACHE``::
         "STATUS_HEADER": None,              # e.g. "X-RCache": adds HIT / MISS / BYPASS
         "ENABLED": True,                    # False: decorators pass straight through
         "CONNECTION_KWARGS": {},            # extra kwargs for redis.Redis.from_url
+        "CLUSTER": False,                   # URL names a Redis Cluster node: use redis.RedisCluster
+        "CIRCUIT_BREAKER_FAILURES": 3,      # consecutive failures that open the breaker
+        "CIRCUIT_BREAKER_SECONDS": 5.0,     # how long an open breaker skips Redis
+        "WARNING_INTERVAL": 10.0,           # at most one warning per kind per interval
+        "PURGE_WAIT_REPLICAS": 0,           # after purges, WAIT for this many replicas
+        "PURGE_WAIT_TIMEOUT": 0.1,          # ... for at most this many seconds
+        "QUERY_IGNORE": (),                 # query parameters left out of the key (fnmatch, e.g. "utm_*")
+        "QUERY_SORT": False,                # sort the query parameters in the key
+        "NORMALIZE_ACCEPT_LANGUAGE": False, # key on the best of settings.LANGUAGES, not the raw header
     }
 
 The settings are re-read (and the connection rebuilt) when ``RCACHE`` changes
@@ -27,14 +36,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
-from ..client import DEFAULT_MAX_PATH_LEN, RCache, path_error
+from ..client import DEFAULT_MAX_PATH_LEN, AsyncRCache, RCache, path_error
+from ._guard import Breaker, WarningLimiter
 
 DEFAULTS: Dict[str, Any] = {
     "URL": None,
@@ -50,6 +61,15 @@ DEFAULTS: Dict[str, Any] = {
     "STATUS_HEADER": None,
     "ENABLED": True,
     "CONNECTION_KWARGS": {},
+    "CLUSTER": False,
+    "CIRCUIT_BREAKER_FAILURES": 3,
+    "CIRCUIT_BREAKER_SECONDS": 5.0,
+    "WARNING_INTERVAL": 10.0,
+    "PURGE_WAIT_REPLICAS": 0,
+    "PURGE_WAIT_TIMEOUT": 0.1,
+    "QUERY_IGNORE": (),
+    "QUERY_SORT": False,
+    "NORMALIZE_ACCEPT_LANGUAGE": False,
 }
 
 
@@ -68,11 +88,23 @@ class Settings:
     status_header: Optional[str]
     enabled: bool
     connection_kwargs: Dict[str, Any] = field(default_factory=dict)
+    cluster: bool = False
+    breaker_failures: int = 3
+    breaker_seconds: float = 5.0
+    warning_interval: float = 10.0
+    purge_wait_replicas: int = 0
+    purge_wait_timeout: float = 0.1
+    query_ignore: Tuple[str, ...] = ()
+    query_sort: bool = False
+    normalize_accept_language: bool = False
 
 
 _lock = threading.Lock()
 _settings: Optional[Settings] = None
 _client: Optional[RCache] = None
+_breaker: Optional[Breaker] = None
+_warnings: Optional[WarningLimiter] = None
+_async_clients: "weakref.WeakKeyDictionary[Any, AsyncRCache]" = weakref.WeakKeyDictionary()
 
 
 def get_settings() -> Settings:
@@ -117,6 +149,15 @@ def _load() -> Settings:
         status_header=conf["STATUS_HEADER"],
         enabled=bool(conf["ENABLED"]),
         connection_kwargs=dict(conf["CONNECTION_KWARGS"] or {}),
+        cluster=bool(conf["CLUSTER"]),
+        breaker_failures=int(conf["CIRCUIT_BREAKER_FAILURES"]),
+        breaker_seconds=float(conf["CIRCUIT_BREAKER_SECONDS"]),
+        warning_interval=float(conf["WARNING_INTERVAL"]),
+        purge_wait_replicas=int(conf["PURGE_WAIT_REPLICAS"]),
+        purge_wait_timeout=float(conf["PURGE_WAIT_TIMEOUT"]),
+        query_ignore=tuple(conf["QUERY_IGNORE"] or ()),
+        query_sort=bool(conf["QUERY_SORT"]),
+        normalize_accept_language=bool(conf["NORMALIZE_ACCEPT_LANGUAGE"]),
     )
 
 
@@ -131,14 +172,30 @@ def _connect(s: Settings) -> Any:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    kwargs: Dict[str, Any] = {
+    url = s.url or "redis://127.0.0.1:6379/0"
+    if s.cluster:
+        return redis.RedisCluster.from_url(url, **_url_kwargs(s))
+    # Fail fast: a cache that is down must not cost each request several retries.
+    return redis.Redis.from_url(url, **{**_url_kwargs(s), "retry": Retry(NoBackoff(), 0), **s.connection_kwargs})
+
+
+def _url_kwargs(s: Settings) -> Dict[str, Any]:
+    return {
         "socket_timeout": s.socket_timeout,
         "socket_connect_timeout": s.socket_connect_timeout,
-        # Fail fast: a cache that is down must not cost each request several retries.
-        "retry": Retry(NoBackoff(), 0),
+        **s.connection_kwargs,
     }
-    kwargs.update(s.connection_kwargs)
-    return redis.Redis.from_url(s.url or "redis://127.0.0.1:6379/0", **kwargs)
+
+
+def _connect_async(s: Settings) -> Any:
+    import redis.asyncio as aredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    url = s.url or "redis://127.0.0.1:6379/0"
+    if s.cluster:
+        return aredis.RedisCluster.from_url(url, **_url_kwargs(s))
+    return aredis.Redis.from_url(url, **{**_url_kwargs(s), "retry": Retry(NoBackoff(), 0), **s.connection_kwargs})
 
 
 def get_client() -> RCache:
@@ -153,11 +210,54 @@ def get_client() -> RCache:
     return c
 
 
+def get_async_client() -> Optional[AsyncRCache]:
+    """The :class:`rcache.AsyncRCache` (``redis.asyncio``) of the running event loop,
+    or ``None`` with ``CACHE_ALIAS`` (django-redis has no asyncio connection: the
+    sync client is then used in a thread)."""
+    import asyncio
+
+    s = get_settings()
+    if s.cache_alias:
+        return None
+    loop = asyncio.get_running_loop()
+    c = _async_clients.get(loop)
+    if c is None:
+        # A redis.asyncio connection belongs to the loop that opened it.
+        c = _async_clients[loop] = AsyncRCache(_connect_async(s))
+    return c
+
+
+def get_breaker() -> Breaker:
+    global _breaker
+    b = _breaker
+    if b is None:
+        s = get_settings()
+        with _lock:
+            b = _breaker
+            if b is None:
+                b = _breaker = Breaker(s.breaker_failures, s.breaker_seconds)
+    return b
+
+
+def get_warnings() -> WarningLimiter:
+    global _warnings
+    w = _warnings
+    if w is None:
+        s = get_settings()
+        with _lock:
+            w = _warnings
+            if w is None:
+                w = _warnings = WarningLimiter(s.logger, s.warning_interval)
+    return w
+
+
 def reset() -> None:
-    """Forget the settings and the connection (re-read on next use)."""
-    global _settings, _client
+    """Forget the settings, the connections and the breaker (re-read on next use)."""
+    global _settings, _client, _breaker, _warnings
     with _lock:
         old, _client, old_settings, _settings = _client, None, _settings, None
+        _breaker = _warnings = None
+        _async_clients.clear()
     # Close only a connection we made; a django-redis alias' pool belongs to django-redis.
     owned = old_settings is not None and not old_settings.cache_alias
     if old is not None and owned and hasattr(old.conn, "close"):

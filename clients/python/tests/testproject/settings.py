@@ -4,6 +4,8 @@ SECRET_KEY = "rcache-tests-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "localhost"]
 USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
 
 INSTALLED_APPS = [
     "django.contrib.contenttypes",

@@ -1,0 +1,585 @@
+"""Whole-response caching shared by ``cache_path`` and the per-site middleware.
+
+One request goes through: ``prepare`` (the key and whether the cache may be
+used at all), a read (sync or ``redis.asyncio``), ``answer`` (a response from the
+entry, or ``None``), the view, and ``store_reason`` + a write.  Every decision is
+pure; only the reads and writes differ between the sync and the async path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import fnmatch
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar, Union
+from urllib.parse import unquote_plus
+
+import redis
+from asgiref.sync import sync_to_async
+from django.conf import settings as dj_settings
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
+from django.utils.cache import patch_cache_control, patch_vary_headers
+from django.utils.encoding import escape_uri_path
+from django.utils.http import parse_etags
+
+from ..client import Lookup, path_error
+from ..httpformat import FormatError, StoredResponse, etag_of
+from .conf import Settings, get_async_client, get_breaker, get_client, get_settings, get_warnings
+
+V = TypeVar("V")
+TagsArg = Union[None, Sequence[str], Callable[..., Any]]
+Timeout = Union[None, int, float, _dt.timedelta]
+
+TAGS_ATTR = "_rcache_tags"
+
+# Headers never stored: per-connection, per-response, or set by us.
+_SKIP_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "Set-Cookie", "Date", "Age", "ETag", "Content-Length", "Connection", "Keep-Alive",
+        "Transfer-Encoding", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer", "Upgrade",
+    )
+)
+# Headers kept on a 304 (RFC 9110 15.4.5, plus Last-Modified) -- as Django's own _not_modified.
+_NOT_MODIFIED_HEADERS = ("Cache-Control", "Content-Location", "Date", "ETag", "Expires", "Last-Modified", "Vary")
+# RFC 9111 3.5: response directives that let a shared cache store a reply to an Authorization request.
+_SHARED_OK = frozenset({"public", "s-maxage", "must-revalidate"})
+# Vary names for the active language and time zone: not HTTP tokens (":"), so no header can collide.
+LANGUAGE_VARY = ":language"
+TIMEZONE_VARY = ":timezone"
+
+
+class RedisFailed(Exception):
+    """A Redis call failed (or the breaker skipped it) and fail-open swallowed it."""
+
+
+# ---------------------------------------------------------------------------
+# failure handling
+
+
+def _failed(s: Settings, what: str, exc: BaseException) -> RedisFailed:
+    opened = get_breaker().failure()
+    if s.log_ignored_exceptions:
+        msg = f"rcache: {what} failed, continuing without the cache: {type(exc).__name__}: {exc}"
+        if opened:
+            msg += f"; not calling Redis for {s.breaker_seconds:g}s"
+        get_warnings().warn("redis", msg)
+    return RedisFailed(what)
+
+
+def call(what: str, fn: Callable[[], V], *, breaker: bool = True) -> V:
+    """Run a Redis call; on failure log (rate-limited) and raise RedisFailed, or re-raise
+    when IGNORE_EXCEPTIONS is off.  ``breaker=False`` always tries (purges)."""
+    s = get_settings()
+    if not s.ignore_exceptions:
+        return fn()
+    if breaker and not get_breaker().allow():
+        raise RedisFailed(what)
+    try:
+        result = fn()
+    except (redis.RedisError, OSError) as exc:
+        raise _failed(s, what, exc) from exc
+    get_breaker().success()
+    return result
+
+
+async def acall(what: str, fn: Callable[[], Any]) -> Any:
+    """:func:`call` for a coroutine function."""
+    s = get_settings()
+    if not s.ignore_exceptions:
+        return await fn()
+    if not get_breaker().allow():
+        raise RedisFailed(what)
+    try:
+        result = await fn()
+    except (redis.RedisError, OSError, asyncio.TimeoutError) as exc:
+        raise _failed(s, what, exc) from exc
+    get_breaker().success()
+    return result
+
+
+# ---------------------------------------------------------------------------
+# options and keys
+
+
+@dataclass(frozen=True)
+class Options:
+    timeout: Timeout = None
+    vary_on_headers: Tuple[str, ...] = ()
+    vary_on_cookies: Tuple[str, ...] = ()
+    tags: TagsArg = None
+    cache_authenticated: bool = False
+    cache_authorization: bool = False
+    cache_set_cookie: bool = False
+    cache_private: bool = False
+    statuses: Tuple[int, ...] = (200,)
+    max_age: Optional[int] = None
+    query_ignore: Optional[Tuple[str, ...]] = None
+    query_sort: Optional[bool] = None
+    normalize_accept_language: Optional[bool] = None
+
+    @property
+    def vary_header_value(self) -> Tuple[str, ...]:
+        return self.vary_on_headers + (("Cookie",) if self.vary_on_cookies else ())
+
+
+@dataclass
+class Plan:
+    """What one request reads and writes: its entry's key and the view's extra arguments."""
+
+    settings: Settings
+    options: Options
+    path: str
+    query: bytes
+    vary: List[Tuple[str, str]]
+    ttl: Optional[float]
+    args: Tuple[Any, ...] = ()
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+    authorization: bool = False
+
+
+def timeout_seconds(timeout: Timeout, default: Optional[float]) -> Optional[float]:
+    if timeout is None:
+        return default
+    if isinstance(timeout, _dt.timedelta):
+        return timeout.total_seconds()
+    return float(timeout)
+
+
+def to_entry_path(uri_path: str) -> Optional[str]:
+    s = get_settings()
+    p = s.path_prefix + uri_path
+    if path_error(p, s.max_path_length) is not None:
+        return None
+    return p
+
+
+def request_path(request: HttpRequest) -> Optional[str]:
+    """The rcache path a request is filed under, or ``None`` if it cannot be cached.
+
+    It is ``PATH_PREFIX`` + ``request.path`` percent-encoded the way Django's
+    ``request.get_full_path()`` does (``escape_uri_path``): ``?``, braces, control
+    characters, ``%`` and non-ASCII characters are always escaped, so the only
+    reason for ``None`` is a path longer than ``MAX_PATH_LENGTH``.
+    """
+    return to_entry_path(escape_uri_path(request.path))
+
+
+def normalize_query(raw: bytes, ignore: Sequence[str], sort: bool) -> bytes:
+    """The query string as keyed: parameters whose (decoded) name matches one of
+    ``ignore`` (``fnmatch`` patterns) dropped, the rest sorted when ``sort``;
+    each kept parameter's bytes are unchanged."""
+    if not ignore and not sort:
+        return raw
+    parts = [p for p in raw.split(b"&") if p]
+    if ignore:
+        def name(part: bytes) -> str:
+            return unquote_plus(part.split(b"=", 1)[0].decode("latin-1"))
+
+        parts = [p for p in parts if not any(fnmatch.fnmatchcase(name(p), pat) for pat in ignore)]
+    if sort:
+        parts.sort()
+    return b"&".join(parts)
+
+
+def normalize_accept_language(value: str) -> str:
+    """The language of ``settings.LANGUAGES`` that Django would pick for this
+    ``Accept-Language`` (``fr`` for ``fr-FR,fr;q=0.9``), or ``LANGUAGE_CODE``."""
+    from django.utils.translation import get_supported_language_variant
+    from django.utils.translation.trans_real import parse_accept_lang_header
+
+    for code, _q in parse_accept_lang_header(value):
+        if code == "*":
+            break
+        try:
+            return str(get_supported_language_variant(code))
+        except LookupError:
+            continue
+    return str(dj_settings.LANGUAGE_CODE)
+
+
+def _raw_query(request: HttpRequest) -> bytes:
+    query = request.META.get("QUERY_STRING", "")
+    if isinstance(query, str):
+        try:
+            return query.encode("latin-1")  # WSGI: raw bytes decoded as latin-1
+        except UnicodeEncodeError:
+            return query.encode("utf-8")
+    return bytes(query)
+
+
+def i18n_vary(request: HttpRequest) -> List[Tuple[str, str]]:
+    """The active language (``USE_I18N``) and time zone (``USE_TZ``), as ``cache_page`` keys them."""
+    out: List[Tuple[str, str]] = []
+    if dj_settings.USE_I18N:
+        from django.utils.translation import get_language
+
+        out.append((LANGUAGE_VARY, str(getattr(request, "LANGUAGE_CODE", None) or get_language())))
+    if dj_settings.USE_TZ:
+        from django.utils.timezone import get_current_timezone_name
+
+        out.append((TIMEZONE_VARY, get_current_timezone_name()))
+    return out
+
+
+def prepare(
+    options: Options, request: HttpRequest, args: Tuple[Any, ...], kwargs: Dict[str, Any], authenticated: bool
+) -> Union[None, str, Plan]:
+    """``None``: the cache is not involved (disabled, not GET/HEAD, timeout 0);
+    a string: bypass, for that reason; else the request's :class:`Plan`."""
+    s = get_settings()
+    ttl = timeout_seconds(options.timeout, s.timeout)
+    if not s.enabled or request.method not in ("GET", "HEAD") or (ttl is not None and ttl <= 0):
+        return None
+    path = request_path(request)
+    if path is None:
+        return "path"
+    if authenticated and not options.cache_authenticated:
+        return "auth"
+    ignore = s.query_ignore if options.query_ignore is None else options.query_ignore
+    sort = s.query_sort if options.query_sort is None else options.query_sort
+    norm_lang = s.normalize_accept_language if options.normalize_accept_language is None else options.normalize_accept_language
+    vary = i18n_vary(request)
+    for h in options.vary_on_headers:
+        v = request.headers.get(h)
+        if v is not None:
+            if norm_lang and h.lower() == "accept-language":
+                v = normalize_accept_language(v)
+            vary.append((h.lower(), v))
+    for c in options.vary_on_cookies:
+        cv = request.COOKIES.get(c)
+        if cv is not None:
+            vary.append(("cookie", f"{c}={cv}"))
+    return Plan(
+        settings=s,
+        options=options,
+        path=path,
+        query=normalize_query(_raw_query(request), ignore, sort),
+        vary=vary,
+        ttl=ttl,
+        args=args,
+        kwargs=kwargs,
+        authorization="HTTP_AUTHORIZATION" in request.META and not options.cache_authorization,
+    )
+
+
+# ---------------------------------------------------------------------------
+# decisions
+
+
+def is_authenticated(request: HttpRequest) -> bool:
+    user = getattr(request, "user", None)
+    return bool(user is not None and getattr(user, "is_authenticated", False))
+
+
+async def ais_authenticated(request: HttpRequest) -> bool:
+    """:func:`is_authenticated` without touching the database from the event loop."""
+    auser = getattr(request, "auser", None)
+    if auser is not None:
+        user = await auser()
+        return bool(getattr(user, "is_authenticated", False))
+    if not hasattr(request, "user"):
+        return False
+    return bool(await sync_to_async(is_authenticated)(request))
+
+
+def _cookie_reason(request: HttpRequest, response: HttpResponseBase) -> Optional[str]:
+    meta = request.META
+    if meta.get("CSRF_COOKIE_NEEDS_UPDATE") or meta.get("CSRF_COOKIE_USED"):
+        return "csrf"  # CsrfViewMiddleware will set the cookie; the page holds a per-user token
+    if response.cookies:
+        return "cookie"
+    session = getattr(request, "session", None)
+    if session is not None and getattr(session, "modified", False):
+        return "session"
+    messages = getattr(request, "_messages", None)  # django.contrib.messages
+    if messages is not None and getattr(messages, "used", False):
+        try:
+            if len(messages):  # the page showed someone's messages; the storage will update
+                return "messages"
+        except Exception:
+            return "messages"
+    return None
+
+
+def _directives(response: Union[HttpResponseBase, StoredResponse]) -> Set[str]:
+    if isinstance(response, StoredResponse):
+        cc = ", ".join(v for k, v in response.headers if k.lower() == "cache-control")
+    else:
+        cc = response.get("Cache-Control", "")
+    return {d.strip().split("=", 1)[0].lower() for d in cc.split(",") if d.strip()}
+
+
+def store_reason(plan: Plan, request: HttpRequest, response: Any, authenticated: bool) -> Optional[str]:
+    """Why the view's response must not be stored, or ``None`` to store it."""
+    o = plan.options
+    if not isinstance(response, HttpResponseBase):
+        return "not-a-response"
+    if response.streaming:
+        return "streaming"
+    if response.status_code not in o.statuses:
+        return "status"
+    directives = _directives(response)
+    if not o.cache_private and directives & {"private", "no-store"}:
+        return "no-store" if "no-store" in directives else "private"
+    if plan.authorization and not directives & _SHARED_OK:
+        return "authorization"
+    if not o.cache_set_cookie:
+        reason = _cookie_reason(request, response)
+        if reason:
+            return reason
+    if authenticated and not o.cache_authenticated:
+        return "auth"
+    return None
+
+
+def bypass(response: Any, reason: str) -> Any:
+    header = get_settings().status_header
+    if header and isinstance(response, HttpResponseBase):
+        response.headers[header] = f"BYPASS {reason}"
+    return response
+
+
+def _with_status(response: HttpResponseBase, header: Optional[str], value: str) -> HttpResponseBase:
+    if header:
+        response.headers[header] = value
+    return response
+
+
+def _etag_matches(request: HttpRequest, etag: str) -> bool:
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return False
+    etags = parse_etags(header)
+    if etags == ["*"]:
+        return True
+    bare = etag.removeprefix("W/")
+    return any(e.removeprefix("W/") == bare for e in etags)
+
+
+def _not_modified(response: HttpResponseBase) -> HttpResponseNotModified:
+    new = HttpResponseNotModified()
+    for h in _NOT_MODIFIED_HEADERS:
+        if h in response:
+            new.headers[h] = response.headers[h]
+    return new
+
+
+def answer(plan: Plan, request: HttpRequest, found: Lookup) -> Optional[HttpResponseBase]:
+    """The response for a request whose entry was read, or ``None`` to run the view."""
+    s = plan.settings
+    if found.state != "FRESH" or found.value is None:
+        return None
+    try:
+        stored = StoredResponse.loads(bytes(found.value))
+    except FormatError:
+        s.logger.warning("rcache: ignoring an unreadable entry at %r", plan.path)
+        return None
+    if plan.authorization and not _directives(stored) & _SHARED_OK:
+        return None  # RFC 9111 3.5: not for a request with Authorization
+    etag = etag_of(bytes(found.value))
+    resp = HttpResponse(stored.body, status=stored.status, reason=stored.reason)
+    del resp.headers["Content-Type"]
+    for k, v in stored.headers:
+        resp.headers[k] = v
+    resp.headers["ETag"] = etag
+    if s.status_header:
+        resp.headers[s.status_header] = "HIT"
+    if _etag_matches(request, etag):
+        return _with_status(_not_modified(resp), s.status_header, "HIT")
+    return resp
+
+
+@dataclass
+class Write:
+    """A response to store: the RCH1 value and its tags."""
+
+    value: bytes
+    tags: List[str]
+    ttl: Optional[float]
+
+
+def prepare_write(plan: Plan, request: HttpRequest, response: HttpResponseBase) -> Union[str, Write]:
+    """Patch ``Vary``/``Cache-Control`` and serialise; a string is a bypass reason."""
+    o = plan.options
+    s = plan.settings
+    if o.vary_header_value:
+        patch_vary_headers(response, o.vary_header_value)
+    if o.max_age is not None:
+        patch_cache_control(response, max_age=o.max_age)
+    response_vary = {v.strip().lower() for v in response.get("Vary", "").split(",") if v.strip()}
+    # Accept-Language: LocaleMiddleware's, for the language that is in the key.
+    keyed = {h.lower() for h in o.vary_header_value} | ({"accept-language"} if dj_settings.USE_I18N else set())
+    if not response_vary <= keyed:
+        return "vary"  # the view says it depends on something the key does not hold
+    status_header = (s.status_header or "").lower()
+    headers = [(k, v) for k, v in response.items() if k.lower() not in _SKIP_HEADERS and k.lower() != status_header]
+    value = StoredResponse(
+        status=response.status_code,
+        headers=headers,
+        body=getattr(response, "content", b""),
+        reason=response.reason_phrase if _custom_reason(response) else None,
+    ).dumps()
+    tag_list: Set[str] = set(request.__dict__.get(TAGS_ATTR, ()))
+    if o.tags is not None:
+        tag_list.update(as_list(o.tags(request, *plan.args, **plan.kwargs) if callable(o.tags) else o.tags))
+    ttl = plan.ttl if plan.ttl is None or plan.ttl != int(plan.ttl) else int(plan.ttl)
+    return Write(value=value, tags=sorted(tag_list), ttl=ttl)
+
+
+def stored(plan: Plan, request: HttpRequest, response: HttpResponseBase, w: Write) -> HttpResponseBase:
+    """The view's response after its entry was written."""
+    header = plan.settings.status_header
+    etag = etag_of(w.value)
+    response.headers["ETag"] = etag
+    if header:
+        response.headers[header] = "MISS"
+    if _etag_matches(request, etag):
+        return _with_status(_not_modified(response), header, "MISS")
+    return response
+
+
+def as_list(value: Any) -> List[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    return [str(v) for v in value if v is not None and v != ""]
+
+
+def _custom_reason(response: HttpResponseBase) -> bool:
+    from http import HTTPStatus
+
+    try:
+        return bool(response.reason_phrase != HTTPStatus(response.status_code).phrase)
+    except ValueError:
+        return True
+
+
+def _unrendered(response: Any) -> bool:
+    return hasattr(response, "add_post_render_callback") and not getattr(response, "is_rendered", True)
+
+
+# ---------------------------------------------------------------------------
+# the sync and async paths
+
+
+def _read(plan: Plan) -> Lookup:
+    value = get_client().get(plan.path, query=plan.query, vary=plan.vary)
+    return Lookup("MISS" if value is None else "FRESH", value, None, None, None, None)
+
+
+def _write_sync(plan: Plan, request: HttpRequest, response: Any) -> Any:
+    reason = store_reason(plan, request, response, is_authenticated(request))
+    if reason:
+        return bypass(response, reason)
+    w = prepare_write(plan, request, response)
+    if isinstance(w, str):
+        return bypass(response, w)
+    try:
+        call(
+            f"set of {plan.path!r}",
+            lambda: get_client().set(plan.path, w.value, ttl=w.ttl, query=plan.query, vary=plan.vary, tags=w.tags or None),
+        )
+    except RedisFailed:
+        return bypass(response, "error")
+    return stored(plan, request, response, w)
+
+
+def finish_sync(plan: Plan, request: HttpRequest, response: Any) -> Any:
+    """Store the view's response (a TemplateResponse once it is rendered)."""
+    if _unrendered(response):
+        response.add_post_render_callback(lambda r: _write_sync(plan, request, r))
+        return response
+    return _write_sync(plan, request, response)
+
+
+def start_sync(options: Options, request: HttpRequest, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Optional[HttpResponseBase], Callable[[Any], Any]]:
+    """Before the view: ``(response, _)`` to answer now, else ``(None, finish)`` where
+    ``finish(view_response)`` stores it (or marks it as a bypass)."""
+    authenticated = not options.cache_authenticated and is_authenticated(request)
+    plan = prepare(options, request, args, kwargs, authenticated)
+    if plan is None:
+        return None, _identity
+    if isinstance(plan, str):
+        return None, _bypass_with(plan)
+    p = plan
+    try:
+        found = call(f"get of {p.path!r}", lambda: _read(p))
+    except RedisFailed:
+        return None, _bypass_with("error")
+    resp = answer(p, request, found)
+    if resp is not None:
+        return resp, _identity
+    if request.method != "GET":
+        return None, _bypass_with("head")  # HEAD: answered from a GET's entry, never stored
+    return None, lambda response: finish_sync(p, request, response)
+
+
+async def _aread(plan: Plan) -> Lookup:
+    client = get_async_client()
+    if client is None:
+        return await sync_to_async(_read)(plan)
+    value = await client.get(plan.path, query=plan.query, vary=plan.vary)
+    return Lookup("MISS" if value is None else "FRESH", value, None, None, None, None)
+
+
+async def handle_async(
+    options: Options, request: HttpRequest, args: Tuple[Any, ...], kwargs: Dict[str, Any], view: Callable[[], Any]
+) -> Any:
+    """The whole request for an async view: read, view, write -- Redis through ``redis.asyncio``."""
+    authenticated = not options.cache_authenticated and await ais_authenticated(request)
+    plan = prepare(options, request, args, kwargs, authenticated)
+    if plan is None:
+        return await _await(view())
+    if isinstance(plan, str):
+        return bypass(await _await(view()), plan)
+    p = plan
+    try:
+        found = await acall(f"get of {p.path!r}", lambda: _aread(p))
+    except RedisFailed:
+        return bypass(await _await(view()), "error")
+    resp = answer(p, request, found)
+    if resp is not None:
+        return resp
+    if request.method != "GET":
+        return bypass(await _await(view()), "head")
+    response = await _await(view())
+    if _unrendered(response):
+        response.add_post_render_callback(lambda r: _write_sync(p, request, r))  # runs in Django's render thread
+        return response
+    authenticated = not options.cache_authenticated and await ais_authenticated(request)
+    reason = store_reason(p, request, response, authenticated)
+    if reason:
+        return bypass(response, reason)
+    w = prepare_write(p, request, response)
+    if isinstance(w, str):
+        return bypass(response, w)
+    client = get_async_client()
+
+    async def write() -> Any:
+        if client is None:
+            return await sync_to_async(get_client().set)(
+                p.path, w.value, ttl=w.ttl, query=p.query, vary=p.vary, tags=w.tags or None
+            )
+        return await client.set(p.path, w.value, ttl=w.ttl, query=p.query, vary=p.vary, tags=w.tags or None)
+
+    try:
+        await acall(f"set of {p.path!r}", write)
+    except RedisFailed:
+        return bypass(response, "error")
+    return stored(p, request, response, w)
+
+
+async def _await(result: Any) -> Any:
+    return await result if inspect.isawaitable(result) else result
+
+
+def _identity(response: Any) -> Any:
+    return response
+
+
+def _bypass_with(reason: str) -> Callable[[Any], Any]:
+    return lambda response: bypass(response, reason)
