@@ -15,10 +15,9 @@ Settings: one ``RCACHE`` dict, see :mod:`rcache.django.conf`.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
-from typing import Any, Callable, Dict, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Optional, Sequence, Set
 
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest
@@ -91,12 +90,12 @@ def make_options(
     )
 
 
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+def _is_async_view(view: Any) -> bool:
+    if iscoroutinefunction(view):
+        return True
+    # method_decorator hands us a partial of the bound method: async if its view class is.
+    owner = getattr(getattr(view, "func", None), "__self__", None)
+    return owner is not None and bool(getattr(type(owner), "view_is_async", False))
 
 
 def cache_path(timeout: Timeout = None, **kwargs: Any) -> Callable[[Any], Any]:
@@ -132,24 +131,17 @@ def cache_path(timeout: Timeout = None, **kwargs: Any) -> Callable[[Any], Any]:
 
             return method_decorator(decorator, name="dispatch")(view)
 
-        async def run_async(request: HttpRequest, args: Tuple[Any, ...], kw: Dict[str, Any]) -> Any:
-            return await handle_async(options, request, args, kw, lambda: view(request, *args, **kw))
-
-        if iscoroutinefunction(view):
-
+        if _is_async_view(view):
+            # An async class-based view's dispatch is a plain function returning a
+            # coroutine: answer with a coroutine too.
             @functools.wraps(view)
             async def async_wrapper(request: HttpRequest, *args: Any, **kw: Any) -> Any:
-                return await run_async(request, args, kw)
+                return await handle_async(options, request, args, kw, lambda: view(request, *args, **kw))
 
             return async_wrapper
 
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kw: Any) -> Any:
-            if _in_event_loop():
-                # An async class-based view's dispatch (decorated on the class or with
-                # method_decorator) is a plain function returning a coroutine, called on
-                # the event loop: answer with a coroutine too.
-                return run_async(request, args, kw)
             response, finish = start_sync(options, request, args, kw)
             if response is not None:
                 return response

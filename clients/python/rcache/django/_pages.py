@@ -64,8 +64,9 @@ def _failed(s: Settings, what: str, exc: BaseException) -> RedisFailed:
     if s.log_ignored_exceptions:
         msg = f"rcache: {what} failed, continuing without the cache: {type(exc).__name__}: {exc}"
         if opened:
-            msg += f"; not calling Redis for {s.breaker_seconds:g}s"
-        get_warnings().warn("redis", msg)
+            get_warnings().warn("breaker", msg + f"; not calling Redis for {s.breaker_seconds:g}s")
+        else:
+            get_warnings().warn("redis", msg)
     return RedisFailed(what)
 
 

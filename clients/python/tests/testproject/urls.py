@@ -1,3 +1,4 @@
+from django.contrib import admin
 from django.urls import path
 
 from .testapp import views
@@ -27,4 +28,14 @@ urlpatterns = [
     path("messages/", views.with_messages, name="messages"),
     path("messages/add/", views.add_message, name="add-message"),
     path("async-class/", views.async_class_view, name="async-class"),
+    path("async-on-class/", views.AsyncOnClass.as_view(), name="async-on-class"),
+    path("async-dispatch/", views.AsyncDispatch.as_view(), name="async-dispatch"),
+    path("date/", views.date_page, name="date"),
+    path("search/", views.search, name="search"),
+    path("greeting/", views.greeting, name="greeting"),
+    path("api/me/", views.api_me, name="api-me"),
+    path("api/public/", views.api_public, name="api-public"),
+    path("api/shared/", views.api_shared, name="api-shared"),
+    path("slow/", views.slow, name="slow"),
+    path("admin/", admin.site.urls),
 ]

@@ -195,3 +195,89 @@ def add_message(request):
 
     messages.info(request, "saved for you")
     return HttpResponse("added")
+
+
+@cache_path(60, tags=["async-on-class"])
+class AsyncOnClass(View):
+    """Decorated on the class; reads the user (a database query under ASGI)."""
+
+    async def get(self, request):
+        CALLS["async_on_class"] += 1
+        user = await request.auser()
+        return HttpResponse(f"async on class, user={user.username or 'anonymous'}")
+
+
+class AsyncDispatch(View):
+    @method_decorator(cache_path(60))
+    def dispatch(self, request, *args, **kwargs):
+        return super().dispatch(request, *args, **kwargs)
+
+    async def get(self, request):
+        CALLS["async_dispatch"] += 1
+        return HttpResponse("async dispatch")
+
+
+@cache_path(60)
+def date_page(request):
+    """A localised date: '1 décembre 2026' in French, 'Dec. 1, 2026' in English."""
+    import datetime
+
+    from django.utils.formats import date_format
+    from django.utils.translation import get_language
+
+    CALLS["date"] += 1
+    return HttpResponse(f"{get_language()}: {date_format(datetime.date(2026, 12, 1))}")
+
+
+@cache_path(60, query_ignore=["utm_*", "fbclid"], query_sort=True)
+def search(request):
+    CALLS["search"] += 1
+    return HttpResponse(f"page={request.GET.get('page', '1')} q={request.GET.get('q', '')}")
+
+
+@cache_path(60, vary_on_headers=["Accept-Language"], normalize_accept_language=True)
+def greeting(request):
+    from django.utils.translation import get_language_from_request
+
+    CALLS["greeting"] += 1
+    return HttpResponse(f"hello in {get_language_from_request(request)}")
+
+
+@cache_path(60)
+def api_me(request):
+    """A token API: the response depends on the Authorization header."""
+    CALLS["api_me"] += 1
+    return JsonResponse({"token": request.headers.get("Authorization", "")})
+
+
+@cache_path(60)
+def api_public(request):
+    """Explicitly public (RFC 9111 3.5): may be stored even for an Authorization request."""
+    CALLS["api_public"] += 1
+    resp = JsonResponse({"public": True})
+    resp["Cache-Control"] = "public"
+    return resp
+
+
+@cache_path(60, cache_authorization=True)
+def api_shared(request):
+    CALLS["api_shared"] += 1
+    return JsonResponse({"shared": True})
+
+
+@cache_path(60, tags=["slow"])
+def slow(request):
+    """Renders slowly (RENDER_SECONDS) from the database; counts renders in Redis
+    (RENDER_COUNTER_URL) so renders in several server processes add up."""
+    import os
+    import time
+
+    import redis as _redis
+
+    CALLS["slow"] += 1
+    titles = [a.title for a in Article.objects.order_by("pk")]  # read before the wait
+    time.sleep(float(os.environ.get("RENDER_SECONDS", "0")))
+    url = os.environ.get("RENDER_COUNTER_URL")
+    if url:
+        _redis.Redis.from_url(url).incr("renders:slow")
+    return HttpResponse("slow: " + ",".join(titles))
