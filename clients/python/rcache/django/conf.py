@@ -135,6 +135,13 @@ def _load() -> Settings:
     timeout = conf["TIMEOUT"]
     if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
         raise ImproperlyConfigured("settings.RCACHE['TIMEOUT'] must be a positive number or None")
+    if (
+        conf["PURGE_WAIT_REPLICAS"]
+        and not conf["CACHE_ALIAS"]
+        and conf["SOCKET_TIMEOUT"] is not None
+        and float(conf["PURGE_WAIT_TIMEOUT"]) >= float(conf["SOCKET_TIMEOUT"])
+    ):
+        raise ImproperlyConfigured("settings.RCACHE['PURGE_WAIT_TIMEOUT'] must be shorter than SOCKET_TIMEOUT")
     return Settings(
         url=conf["URL"],
         cache_alias=conf["CACHE_ALIAS"],
