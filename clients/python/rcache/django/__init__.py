@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Sequence, Set
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest
 
-from ._pages import TAGS_ATTR, Options, TagsArg, Timeout, handle_async, request_path, start_sync
+from ._pages import HANDLED_ATTR, TAGS_ATTR, Options, TagsArg, Timeout, handle_async, request_path, start_sync
 from .conf import get_async_client, get_client, get_settings, reset
 from .purging import purge, purge_on_save, purge_tag
 
@@ -136,12 +136,14 @@ def cache_path(timeout: Timeout = None, **kwargs: Any) -> Callable[[Any], Any]:
             # coroutine: answer with a coroutine too.
             @functools.wraps(view)
             async def async_wrapper(request: HttpRequest, *args: Any, **kw: Any) -> Any:
+                request.__dict__[HANDLED_ATTR] = True
                 return await handle_async(options, request, args, kw, lambda: view(request, *args, **kw))
 
             return async_wrapper
 
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kw: Any) -> Any:
+            request.__dict__[HANDLED_ATTR] = True
             response, finish = start_sync(options, request, args, kw)
             if response is not None:
                 return response

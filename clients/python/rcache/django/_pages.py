@@ -33,6 +33,7 @@ TagsArg = Union[None, Sequence[str], Callable[..., Any]]
 Timeout = Union[None, int, float, _dt.timedelta]
 
 TAGS_ATTR = "_rcache_tags"
+HANDLED_ATTR = "_rcache_handled"  # set by cache_path: the site middleware leaves the request alone
 
 # Headers never stored: per-connection, per-response, or set by us.
 _SKIP_HEADERS = frozenset(
@@ -270,20 +271,41 @@ def prepare(
 # decisions
 
 
+def _lazy_user(request: HttpRequest) -> bool:
+    """``request.user`` is a lazy object (AuthenticationMiddleware's) not evaluated yet."""
+    from django.utils.functional import SimpleLazyObject, empty
+
+    user = getattr(request, "user", None)
+    return isinstance(user, SimpleLazyObject) and getattr(user, "_wrapped", None) is empty
+
+
 def is_authenticated(request: HttpRequest) -> bool:
+    if _lazy_user(request) and hasattr(request, "session"):
+        # Look without evaluating request.user and without marking the session read:
+        # caching is decided on it, the page does not depend on it.  If the view reads
+        # the user, SessionMiddleware still adds "Vary: Cookie" as usual.
+        from django.contrib.auth import get_user
+
+        accessed = request.session.accessed
+        result = bool(get_user(request).is_authenticated)
+        request.session.accessed = accessed
+        return result
     user = getattr(request, "user", None)
     return bool(user is not None and getattr(user, "is_authenticated", False))
 
 
 async def ais_authenticated(request: HttpRequest) -> bool:
     """:func:`is_authenticated` without touching the database from the event loop."""
-    auser = getattr(request, "auser", None)
-    if auser is not None:
-        user = await auser()
-        return bool(getattr(user, "is_authenticated", False))
-    if not hasattr(request, "user"):
-        return False
-    return bool(await sync_to_async(is_authenticated)(request))
+    if not _lazy_user(request):
+        return is_authenticated(request)  # no user, or already evaluated: no I/O
+    if not hasattr(request, "session"):
+        return bool(await sync_to_async(is_authenticated)(request))
+    from django.contrib.auth import aget_user
+
+    accessed = request.session.accessed
+    user = await aget_user(request)
+    request.session.accessed = accessed
+    return bool(user.is_authenticated)
 
 
 def _cookie_reason(request: HttpRequest, response: HttpResponseBase) -> Optional[str]:

@@ -25,6 +25,7 @@ Everything is read from one dict, ``settings.RCACHE``::
         "QUERY_IGNORE": (),                 # query parameters left out of the key (fnmatch, e.g. "utm_*")
         "QUERY_SORT": False,                # sort the query parameters in the key
         "NORMALIZE_ACCEPT_LANGUAGE": False, # key on the best of settings.LANGUAGES, not the raw header
+        "MIDDLEWARE_OPTIONS": {},           # cache_path keyword arguments for the site middleware
     }
 
 The settings are re-read (and the connection rebuilt) when ``RCACHE`` changes
@@ -70,6 +71,7 @@ DEFAULTS: Dict[str, Any] = {
     "QUERY_IGNORE": (),
     "QUERY_SORT": False,
     "NORMALIZE_ACCEPT_LANGUAGE": False,
+    "MIDDLEWARE_OPTIONS": {},
 }
 
 
@@ -97,6 +99,7 @@ class Settings:
     query_ignore: Tuple[str, ...] = ()
     query_sort: bool = False
     normalize_accept_language: bool = False
+    middleware_options: Dict[str, Any] = field(default_factory=dict)
 
 
 _lock = threading.Lock()
@@ -165,6 +168,7 @@ def _load() -> Settings:
         query_ignore=tuple(conf["QUERY_IGNORE"] or ()),
         query_sort=bool(conf["QUERY_SORT"]),
         normalize_accept_language=bool(conf["NORMALIZE_ACCEPT_LANGUAGE"]),
+        middleware_options=dict(conf["MIDDLEWARE_OPTIONS"] or {}),
     )
 
 

@@ -37,5 +37,7 @@ urlpatterns = [
     path("api/public/", views.api_public, name="api-public"),
     path("api/shared/", views.api_shared, name="api-shared"),
     path("slow/", views.slow, name="slow"),
+    path("plain/", views.plain, name="plain"),
+    path("fragment/", views.fragment, name="fragment"),
     path("admin/", admin.site.urls),
 ]

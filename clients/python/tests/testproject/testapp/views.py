@@ -281,3 +281,20 @@ def slow(request):
     if url:
         _redis.Redis.from_url(url).incr("renders:slow")
     return HttpResponse("slow: " + ",".join(titles))
+
+
+def plain(request):
+    """Not decorated: cached only by the site middleware (when installed)."""
+    CALLS["plain"] += 1
+    return HttpResponse(f"plain {request.GET.get('x', '')}")
+
+
+FRAGMENT_TEMPLATE = engines["django"].from_string(
+    "{% load rcache %}<p>{{ n }}</p>"
+    "{% cache 300 sidebar tags 'articles' extra_tags %}<aside>{{ n }}</aside>{% endcache %}"
+)
+
+
+def fragment(request):
+    CALLS["fragment"] += 1
+    return HttpResponse(FRAGMENT_TEMPLATE.render({"n": CALLS["fragment"], "extra_tags": ["sidebar", "x"]}))
