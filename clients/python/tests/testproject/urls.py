@@ -39,5 +39,7 @@ urlpatterns = [
     path("slow/", views.slow, name="slow"),
     path("plain/", views.plain, name="plain"),
     path("fragment/", views.fragment, name="fragment"),
+    path("login-as/<str:name>/", views.login_as, name="login-as"),
+    path("set-title/<int:pk>/<str:title>/", views.set_title, name="set-title"),
     path("admin/", admin.site.urls),
 ]

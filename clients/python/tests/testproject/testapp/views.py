@@ -298,3 +298,21 @@ FRAGMENT_TEMPLATE = engines["django"].from_string(
 def fragment(request):
     CALLS["fragment"] += 1
     return HttpResponse(FRAGMENT_TEMPLATE.render({"n": CALLS["fragment"], "extra_tags": ["sidebar", "x"]}))
+
+
+def login_as(request, name):
+    """Test-only: log the client in as ``name`` (created on first use)."""
+    from django.contrib.auth import login
+    from django.contrib.auth.models import User
+
+    user, _ = User.objects.get_or_create(username=name)
+    login(request, user)
+    return HttpResponse(f"logged in as {name}")
+
+
+def set_title(request, pk, title):
+    """Test-only: save an article (purge_on_save runs), from inside a server process."""
+    a = Article.objects.get(pk=pk)
+    a.title = title
+    a.save()
+    return HttpResponse("saved")
