@@ -1,4 +1,4 @@
-//! Tenants: Redis ACL key patterns apply to paths, and PURGE / PURGETAG remove only
+//! Tenants: Redis ACL key patterns apply to paths, and the purges (soft ones too) touch only
 //! what the calling user may write (issue 6, item 3; docs/security.md).
 
 mod common;
@@ -103,9 +103,15 @@ fn purge_and_purgetag_refuse_when_any_covered_entry_is_forbidden() {
     // ... but the module sees /site/private/x among the covered entries.
     noperm(&mut c, &["RCACHE.PURGETAG", "shared"]);
     noperm(&mut c, &["RCACHE.PURGETAG", "pub", "shared"]);
+    // Soft purges likewise: the same check, before anything is touched.
+    noperm(&mut c, &["RCACHE.SOFTPURGE", "/site"]);
+    noperm(&mut c, &["RCACHE.SOFTPURGETAG", "shared"]);
     assert_eq!(entries(&mut admin), before, "a refused purge removes nothing");
+    let stale: Vec<Value> = q(&mut admin, &["RCACHE.LOOKUP", "/site/private/x"]);
+    assert_eq!(stale[0], Value::SimpleString("FRESH".into()), "a refused soft purge softens nothing");
     let i = info(&mut admin);
     assert_eq!((i["purges"].as_str(), i["purged_entries"].as_str(), i["tag_purges"].as_str()), ("0", "0", "0"));
+    assert_eq!((i["soft_purges"].as_str(), i["soft_tag_purges"].as_str()), ("0", "0"));
 
     // Whatever lies entirely inside the user's patterns is purged.
     assert_eq!(q::<i64>(&mut c, &["RCACHE.PURGE", "/site", "EXACT"]), 1);

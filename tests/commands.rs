@@ -83,16 +83,24 @@ fn keys_are_readable_and_in_the_paths_slot() {
 fn entry_layout_is_a_versioned_header_and_the_value() {
     let s = Server::start();
     let mut c = s.conn();
-    set(&mut c, &["/layout", "hello", "TAGS", "2", "article:42", "x"]);
+    set(&mut c, &["/layout", "hello", "EX", "60", "GRACE", "30", "TAGS", "2", "article:42", "x"]);
     let raw: Vec<u8> = q(&mut c, &["GET", "rcache:{/layout}:-:-"]);
-    assert_eq!(&raw[..4], b"RCE\x01");
+    assert_eq!(&raw[..4], b"RCE\x02");
     let header_len = u32::from_le_bytes(raw[4..8].try_into().unwrap()) as usize;
     assert_eq!(&raw[header_len..], b"hello");
-    let stored_at = u64::from_le_bytes(raw[8..16].try_into().unwrap());
+    let u64_at = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().unwrap());
+    let stored_at = u64_at(8);
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     assert!(stored_at <= now_ms && now_ms - stored_at < 60_000);
-    assert_eq!(&raw[16..48], b"5d41402abc4b2a76b9719d911017c592", "ETag = MD5(value)");
-    assert_eq!(u16::from_le_bytes([raw[48], raw[49]]), 2);
+    assert_eq!(u64_at(16), stored_at + 60_000, "fresh until: stored-at + EX");
+    assert_eq!(u32::from_le_bytes(raw[24..28].try_into().unwrap()), 30, "grace in seconds");
+    assert_eq!(u16::from_le_bytes([raw[28], raw[29]]), 32, "ETag length");
+    assert_eq!(u16::from_le_bytes([raw[30], raw[31]]), 2, "tag count");
+    assert_eq!(&raw[32..64], b"b5e9c1ad071b3e7fc779cfaa5e523818", "ETag = XXH3-128(value), hex (as python-xxhash computes it)");
+    assert_eq!(&raw[64..66], &10u16.to_le_bytes());
+    assert_eq!(&raw[66..76], b"article:42");
+    let pexpiretime: i64 = q(&mut c, &["PEXPIRETIME", "rcache:{/layout}:-:-"]);
+    assert_eq!(pexpiretime as u64, stored_at + 90_000, "the key expires when the grace ends");
 }
 
 /// The contract's coverage table, through PURGE on a real server.
@@ -260,6 +268,20 @@ fn command_metadata_declares_the_path_key() {
     let docs: Value = q(&mut c, &["COMMAND", "DOCS", "rcache.purge"]);
     let docs = format!("{docs:?}");
     assert!(docs.contains("summary") && docs.contains("complexity") && docs.contains("prefix"), "{docs}");
+    // v3: LOOKUP reads (RO, not fast: it may block with WAIT), SOFTPURGE declares its
+    // prefix as a key it updates, SOFTPURGETAG declares none.
+    let info: Value = q(&mut c, &["COMMAND", "INFO", "rcache.lookup", "rcache.softpurge", "rcache.softpurgetag"]);
+    let text = format!("{info:?}");
+    let lookup_part = &text[..text.find("rcache.softpurge").unwrap()];
+    assert!(lookup_part.contains("\"RO\"") && lookup_part.contains("\"readonly\"") && !lookup_part.contains("\"fast\""), "{lookup_part}");
+    let soft_part = &text[text.find("rcache.softpurge").unwrap()..text.find("rcache.softpurgetag").unwrap()];
+    assert!(soft_part.contains("\"RW\"") && soft_part.contains("\"update\""), "{soft_part}");
+    let keys: Vec<String> = q(&mut c, &["COMMAND", "GETKEYS", "RCACHE.SOFTPURGE", "/a/b", "EXACT"]);
+    assert_eq!(keys, vec!["/a/b"]);
+    for command in ["rcache.lookup", "rcache.softpurge", "rcache.softpurgetag"] {
+        let docs = format!("{:?}", q::<Value>(&mut c, &["COMMAND", "DOCS", command]));
+        assert!(docs.contains("summary") && docs.contains("complexity"), "{docs}");
+    }
 }
 
 #[test]

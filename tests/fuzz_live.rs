@@ -130,8 +130,14 @@ fn random_case(rng: &mut StdRng, word: &str) -> Vec<u8> {
     word.bytes().map(|c| if rng.gen_bool(0.5) { c.to_ascii_lowercase() } else { c.to_ascii_uppercase() }).collect()
 }
 
-const COMMANDS: [&str; 7] = ["RCACHE.SET", "RCACHE.GET", "RCACHE.DEL", "RCACHE.PURGE", "RCACHE.PURGETAG", "RCACHE.LIST", "RCACHE.KEY"];
-const KEYWORDS: [&str; 8] = ["VARY", "TAGS", "EX", "PX", "QUERY", "COUNT", "AFTER", "EXACT"];
+/// The chaos phase's commands. LOOKUP's LEASE and WAIT are left out of its keywords: a
+/// valid WAIT of up to an hour on a leased entry would block a chaos connection (leases
+/// have their own tests); everything else LOOKUP takes is in.
+const COMMANDS: [&str; 10] = [
+    "RCACHE.SET", "RCACHE.GET", "RCACHE.LOOKUP", "RCACHE.DEL", "RCACHE.PURGE", "RCACHE.SOFTPURGE", "RCACHE.PURGETAG",
+    "RCACHE.SOFTPURGETAG", "RCACHE.LIST", "RCACHE.KEY",
+];
+const KEYWORDS: [&str; 12] = ["VARY", "TAGS", "EX", "PX", "QUERY", "COUNT", "AFTER", "EXACT", "GRACE", "JITTER", "ETAG", "IFNONEMATCH"];
 
 /// Numbers a hostile client writes. The ones that are valid TTLs are either at most
 /// 5 (seconds or ms, gone before the checks) or at least 10^6 (outlive the test).
@@ -625,9 +631,10 @@ fn keyspace_entries(c: &mut Raw) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
         };
         let Reply::Bulk(value) = c.one(&[b"GET", &key]) else { panic!("GET") };
         let Some(value) = value else { continue }; // expired between KEYS and GET
-        assert_eq!(&value[..4], b"RCE\x01", "{key:?} does not hold an entry");
-        let count = u16::from_le_bytes([value[48], value[49]]) as usize;
-        let (mut at, mut tags) = (50, Vec::new());
+        assert_eq!(&value[..4], b"RCE\x02", "{key:?} does not hold an entry (layout v2)");
+        let etag_len = u16::from_le_bytes([value[28], value[29]]) as usize;
+        let count = u16::from_le_bytes([value[30], value[31]]) as usize;
+        let (mut at, mut tags) = (32 + etag_len, Vec::new());
         for _ in 0..count {
             let len = u16::from_le_bytes([value[at], value[at + 1]]) as usize;
             tags.push(value[at + 2..at + 2 + len].to_vec());

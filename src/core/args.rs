@@ -53,6 +53,16 @@ fn parse_positive(arg: &[u8]) -> Option<i64> {
     s.parse::<i64>().ok().filter(|&n| n > 0)
 }
 
+/// An integer option in `min..=max` (a plain decimal, `0` allowed when `min` is 0).
+fn parse_in_range(option: &str, arg: &[u8], min: i64, max: i64) -> ArgResult<i64> {
+    let n = if arg == b"0" { Some(0) } else { parse_positive(arg) };
+    n.filter(|n| (min..=max).contains(n)).ok_or_else(|| format!("ERR {option} must be an integer from {min} to {max}"))
+}
+
+pub const MAX_GRACE_S: i64 = 315_360_000;
+pub const MAX_JITTER_PERCENT: i64 = 100;
+pub const MAX_LEASE_MS: i64 = 3_600_000;
+
 /// The query string and vary set that select a variant.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct VariantArgs<'a> {
@@ -75,6 +85,23 @@ pub struct SetArgs<'a> {
     pub variant: VariantArgs<'a>,
     /// Distinct, in first-seen order.
     pub tags: Vec<&'a [u8]>,
+    /// Seconds; `None` means the configured default.
+    pub grace_s: Option<i64>,
+    /// Percent; `None` means the configured default.
+    pub jitter_percent: Option<i64>,
+    /// The client's ETag; `None`: the module computes one.
+    pub etag: Option<&'a [u8]>,
+    /// The lease token (any bytes) that allows this refill.
+    pub lease: Option<&'a [u8]>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct LookupArgs<'a> {
+    pub path: &'a [u8],
+    pub variant: VariantArgs<'a>,
+    pub if_none_match: Option<&'a [u8]>,
+    pub lease_ms: Option<i64>,
+    pub wait_ms: Option<i64>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -195,9 +222,19 @@ pub fn parse_get<'a>(command: &str, args: &[&'a [u8]], limits: &Limits) -> ArgRe
 pub fn parse_set<'a>(args: &[&'a [u8]], limits: &Limits) -> ArgResult<SetArgs<'a>> {
     let [path, value, rest @ ..] = args else { return wrong_arity("rcache.set") };
     check_path(path, "path", limits)?;
-    let mut set = SetArgs { path, value, ttl_ms: None, variant: VariantArgs::default(), tags: Vec::new() };
+    let mut set = SetArgs {
+        path,
+        value,
+        ttl_ms: None,
+        variant: VariantArgs::default(),
+        tags: Vec::new(),
+        grace_s: None,
+        jitter_percent: None,
+        etag: None,
+        lease: None,
+    };
     let mut opts = Options::new(rest);
-    while let Some(name) = opts.next_keyword(&["EX", "PX", "QUERY", "VARY", "TAGS"])? {
+    while let Some(name) = opts.next_keyword(&["EX", "PX", "QUERY", "VARY", "TAGS", "GRACE", "JITTER", "ETAG", "LEASE"])? {
         match name {
             "EX" | "PX" => {
                 if set.ttl_ms.is_some() {
@@ -220,15 +257,41 @@ pub fn parse_set<'a>(args: &[&'a [u8]], limits: &Limits) -> ArgResult<SetArgs<'a
                     }
                 }
             }
+            "GRACE" => set.grace_s = Some(parse_in_range("GRACE", opts.value(name)?, 0, MAX_GRACE_S)?),
+            "JITTER" => set.jitter_percent = Some(parse_in_range("JITTER", opts.value(name)?, 0, MAX_JITTER_PERCENT)?),
+            "ETAG" => {
+                let etag = opts.value(name)?;
+                check_label(etag, "ETAG")?;
+                set.etag = Some(etag);
+            }
+            "LEASE" => set.lease = Some(opts.value(name)?),
             _ => opts.variant_option(name, &mut set.variant, limits)?,
         }
     }
     Ok(set)
 }
 
-/// `RCACHE.PURGE prefix [EXACT]`.
-pub fn parse_purge<'a>(args: &[&'a [u8]], limits: &Limits) -> ArgResult<PurgeArgs<'a>> {
-    let Some((&prefix, rest)) = args.split_first() else { return wrong_arity("rcache.purge") };
+/// `RCACHE.LOOKUP path [QUERY q] [VARY …] [IFNONEMATCH etag] [LEASE ms] [WAIT ms]`.
+pub fn parse_lookup<'a>(args: &[&'a [u8]], limits: &Limits) -> ArgResult<LookupArgs<'a>> {
+    let Some((&path, rest)) = args.split_first() else { return wrong_arity("rcache.lookup") };
+    check_path(path, "path", limits)?;
+    let mut lookup = LookupArgs { path, variant: VariantArgs::default(), if_none_match: None, lease_ms: None, wait_ms: None };
+    let mut opts = Options::new(rest);
+    while let Some(name) = opts.next_keyword(&["QUERY", "VARY", "IFNONEMATCH", "LEASE", "WAIT"])? {
+        match name {
+            // Compared byte for byte with the stored ETag: any bytes are a valid question.
+            "IFNONEMATCH" => lookup.if_none_match = Some(opts.value(name)?),
+            "LEASE" => lookup.lease_ms = Some(parse_in_range("LEASE", opts.value(name)?, 1, MAX_LEASE_MS)?),
+            "WAIT" => lookup.wait_ms = Some(parse_in_range("WAIT", opts.value(name)?, 1, MAX_LEASE_MS)?),
+            _ => opts.variant_option(name, &mut lookup.variant, limits)?,
+        }
+    }
+    Ok(lookup)
+}
+
+/// `RCACHE.PURGE|SOFTPURGE prefix [EXACT]`.
+pub fn parse_purge<'a>(command: &str, args: &[&'a [u8]], limits: &Limits) -> ArgResult<PurgeArgs<'a>> {
+    let Some((&prefix, rest)) = args.split_first() else { return wrong_arity(command) };
     check_path(prefix, "prefix", limits)?;
     let mut opts = Options::new(rest);
     let mut exact = false;
@@ -238,10 +301,10 @@ pub fn parse_purge<'a>(args: &[&'a [u8]], limits: &Limits) -> ArgResult<PurgeArg
     Ok(PurgeArgs { prefix, exact })
 }
 
-/// `RCACHE.PURGETAG tag [tag …]`.
-pub fn parse_purgetag<'a>(args: &[&'a [u8]]) -> ArgResult<Vec<&'a [u8]>> {
+/// `RCACHE.PURGETAG|SOFTPURGETAG tag [tag …]`.
+pub fn parse_purgetag<'a>(command: &str, args: &[&'a [u8]]) -> ArgResult<Vec<&'a [u8]>> {
     if args.is_empty() {
-        return wrong_arity("rcache.purgetag");
+        return wrong_arity(command);
     }
     // A set, not `Vec::contains`: a request of 100k distinct tags must not cost 10^10
     // comparisons (and block the server for seconds).
@@ -334,15 +397,46 @@ mod tests {
     }
 
     #[test]
+    fn v3_set_and_lookup_options() {
+        let owned = a(&["/p", "v", "grace", "0", "JITTER", "100", "ETAG", "\"x\"", "LEASE", "\x00tok"]);
+        let refs: Vec<&[u8]> = owned.iter().map(|v| v.as_slice()).collect();
+        let r = parse_set(&refs, &LIMITS).unwrap();
+        assert_eq!((r.grace_s, r.jitter_percent, r.etag, r.lease), (Some(0), Some(100), Some(&b"\"x\""[..]), Some(&b"\x00tok"[..])));
+        let errors: &[(&[&str], &str)] = &[
+            (&["/p", "v", "GRACE", "-1"], "ERR GRACE must be an integer from 0 to 315360000"),
+            (&["/p", "v", "GRACE", "315360001"], "ERR GRACE must be an integer from 0 to 315360000"),
+            (&["/p", "v", "GRACE", "01"], "ERR GRACE must be an integer from 0 to 315360000"),
+            (&["/p", "v", "JITTER", "101"], "ERR JITTER must be an integer from 0 to 100"),
+            (&["/p", "v", "ETAG", ""], "ERR ETAG must be 1 to 1024 bytes"),
+            (&["/p", "v", "ETAG", "a\tb"], "ERR ETAG contains a control character"),
+            (&["/p", "v", "LEASE"], "ERR option LEASE needs a value"),
+            (&["/p", "v", "GRACE", "1", "GRACE", "1"], "ERR option GRACE given more than once"),
+        ];
+        for (args, want) in errors {
+            assert_eq!(set(args).unwrap_err(), *want, "{:?}", args);
+        }
+        let lookup = |s: &[&str]| {
+            let owned = a(s);
+            let refs: Vec<&[u8]> = owned.iter().map(|v| v.as_slice()).collect();
+            parse_lookup(&refs, &LIMITS).map(|r| (r.if_none_match.map(<[u8]>::to_vec), r.lease_ms, r.wait_ms, r.variant.query.to_vec()))
+        };
+        assert_eq!(lookup(&["/p", "wait", "1", "lease", "3600000", "IfNoneMatch", "*", "QUERY", "a=1"]), Ok((Some(b"*".to_vec()), Some(3_600_000), Some(1), b"a=1".to_vec())));
+        assert_eq!(lookup(&["/p", "LEASE", "0"]).unwrap_err(), "ERR LEASE must be an integer from 1 to 3600000");
+        assert_eq!(lookup(&["/p", "WAIT", "3600001"]).unwrap_err(), "ERR WAIT must be an integer from 1 to 3600000");
+        assert_eq!(lookup(&["/p", "TAGS", "1", "a"]).unwrap_err(), "ERR unknown option 'TAGS'");
+        assert_eq!(lookup(&[]).unwrap_err(), "ERR wrong number of arguments for 'rcache.lookup' command");
+    }
+
+    #[test]
     fn purge_list_and_purgetag() {
-        assert_eq!(parse_purge(&[b"/a", b"exact"], &LIMITS), Ok(PurgeArgs { prefix: b"/a", exact: true }));
-        assert_eq!(parse_purge(&[b"/a", b"EXACT", b"EXACT"], &LIMITS).unwrap_err(), "ERR option EXACT given more than once");
-        assert_eq!(parse_purge(&[b"/a", b"ALL"], &LIMITS).unwrap_err(), "ERR unknown option 'ALL'");
+        assert_eq!(parse_purge("rcache.purge", &[b"/a", b"exact"], &LIMITS), Ok(PurgeArgs { prefix: b"/a", exact: true }));
+        assert_eq!(parse_purge("rcache.purge", &[b"/a", b"EXACT", b"EXACT"], &LIMITS).unwrap_err(), "ERR option EXACT given more than once");
+        assert_eq!(parse_purge("rcache.purge", &[b"/a", b"ALL"], &LIMITS).unwrap_err(), "ERR unknown option 'ALL'");
         assert_eq!(parse_list(&[b"/a", b"count", b"5", b"AFTER", b"/a/b"], &LIMITS), Ok(ListArgs { prefix: b"/a", count: 5, after: Some(b"/a/b") }));
         assert_eq!(parse_list(&[b"/a", b"COUNT", b"10001"], &LIMITS).unwrap_err(), "ERR COUNT must be an integer from 1 to 10000");
         assert_eq!(parse_list(&[b"/a", b"COUNT", b"0"], &LIMITS).unwrap_err(), "ERR COUNT must be an integer from 1 to 10000");
-        assert_eq!(parse_purgetag(&[b"a", b"a", b"b"]), Ok(vec![&b"a"[..], b"b"]));
-        assert_eq!(parse_purgetag(&[b""]).unwrap_err(), "ERR tag must be 1 to 1024 bytes");
+        assert_eq!(parse_purgetag("rcache.purgetag", &[b"a", b"a", b"b"]), Ok(vec![&b"a"[..], b"b"]));
+        assert_eq!(parse_purgetag("rcache.purgetag", &[b""]).unwrap_err(), "ERR tag must be 1 to 1024 bytes");
     }
 
     proptest! {
@@ -354,13 +448,16 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..6),
             Just(b"VARY".to_vec()), Just(b"TAGS".to_vec()), Just(b"EX".to_vec()), Just(b"PX".to_vec()),
             Just(b"QUERY".to_vec()), Just(b"COUNT".to_vec()), Just(b"AFTER".to_vec()), Just(b"EXACT".to_vec()),
+            Just(b"GRACE".to_vec()), Just(b"JITTER".to_vec()), Just(b"ETAG".to_vec()), Just(b"LEASE".to_vec()), Just(b"WAIT".to_vec()),
+            Just(b"IFNONEMATCH".to_vec()), Just(b"0".to_vec()), Just(b"3600001".to_vec()),
             Just(b"1".to_vec()), Just(b"2".to_vec()), Just(b"-1".to_vec()), Just(b"18446744073709551616".to_vec()), Just(b"/a".to_vec()),
         ], 0..12)) {
             let refs: Vec<&[u8]> = args.iter().map(|v| v.as_slice()).collect();
             let _ = parse_set(&refs, &LIMITS);
             let _ = parse_get("rcache.get", &refs, &LIMITS);
-            let _ = parse_purge(&refs, &LIMITS);
-            let _ = parse_purgetag(&refs);
+            let _ = parse_purge("rcache.purge", &refs, &LIMITS);
+            let _ = parse_purgetag("rcache.purgetag", &refs);
+            let _ = parse_lookup(&refs, &LIMITS);
             let _ = parse_list(&refs, &LIMITS);
         }
     }

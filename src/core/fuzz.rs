@@ -90,7 +90,8 @@ fn random_case(word: &'static str) -> impl Strategy<Value = Vec<u8>> {
 fn keyword() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         random_case("VARY"), random_case("TAGS"), random_case("EX"), random_case("PX"), random_case("QUERY"),
-        random_case("COUNT"), random_case("AFTER"), random_case("EXACT"),
+        random_case("COUNT"), random_case("AFTER"), random_case("EXACT"), random_case("GRACE"), random_case("JITTER"),
+        random_case("ETAG"), random_case("LEASE"), random_case("WAIT"), random_case("IFNONEMATCH"),
     ]
 }
 
@@ -164,6 +165,7 @@ fn request() -> impl Strategy<Value = Vec<Vec<u8>>> {
     let well_formed = (valid_path(), proptest::collection::vec(any::<u8>(), 0..8), proptest::collection::vec(label(), 1..4), 1u64..3)
         .prop_map(|(path, value, tags, n)| {
             let mut r = vec![path, value, b"EX".to_vec(), n.to_string().into_bytes(), b"QUERY".to_vec(), b"?a=1".to_vec()];
+            r.extend([b"GRACE".to_vec(), b"30".to_vec(), b"JITTER".to_vec(), b"10".to_vec(), b"ETAG".to_vec(), b"\"e\"".to_vec()]);
             r.extend([b"VARY".to_vec(), b"2".to_vec(), b"Accept".to_vec(), b"x".to_vec(), b"accept".to_vec(), b"".to_vec()]);
             r.push(b"TAGS".to_vec());
             r.push(tags.len().to_string().into_bytes());
@@ -227,6 +229,9 @@ proptest! {
             prop_assert!(s.variant.vary.len() <= LIMITS.max_vary);
             prop_assert!(s.variant.query.len() <= MAX_QUERY_LEN);
             prop_assert!(s.ttl_ms.is_none_or(|ms| ms > 0));
+            prop_assert!(s.grace_s.is_none_or(|g| (0..=315_360_000).contains(&g)));
+            prop_assert!(s.jitter_percent.is_none_or(|j| (0..=100).contains(&j)));
+            prop_assert!(s.etag.is_none_or(|e| !e.is_empty() && e.len() <= MAX_NAME_LEN && !e.iter().any(|&b| b < 0x20 || b == 0x7f)));
             for (i, t) in s.tags.iter().enumerate() {
                 prop_assert!(!t.is_empty() && t.len() <= MAX_NAME_LEN && !s.tags[..i].contains(t));
             }
@@ -235,9 +240,19 @@ proptest! {
             }
             let key = entry_key(s.path, &s.variant.variant());
             prop_assert_eq!(parse_entry_key(&key), Some((s.path, s.variant.variant())));
-            let stored = entry::encode(s.value, 1, &s.tags);
+            let stored = entry::encode(s.value, entry::Lifetime::default(), s.etag.unwrap_or(b"e"), &s.tags);
             let e = entry::decode(&stored).unwrap();
             prop_assert_eq!((e.value, e.tags), (s.value, s.tags.clone()));
+        }
+
+        let (lookup, big) = largest_allocation(|| args::parse_lookup(&argv, &LIMITS));
+        prop_assert!(big <= bound, "parse_lookup allocated {big}");
+        if let Ok(l) = lookup {
+            prop_assert!(path_ok(l.path, LIMITS.max_path_len));
+            prop_assert!(l.variant.vary.len() <= LIMITS.max_vary);
+            for ms in [l.lease_ms, l.wait_ms].into_iter().flatten() {
+                prop_assert!((1..=3_600_000).contains(&ms));
+            }
         }
 
         for command in ["rcache.get", "rcache.del", "rcache.key"] {
@@ -250,14 +265,14 @@ proptest! {
             }
         }
 
-        let (purge, big) = largest_allocation(|| args::parse_purge(&argv, &LIMITS));
+        let (purge, big) = largest_allocation(|| args::parse_purge("rcache.purge", &argv, &LIMITS));
         prop_assert!(big <= bound, "parse_purge allocated {big}");
         if let Ok(p) = purge {
             prop_assert!(path_ok(p.prefix, LIMITS.max_path_len));
             prop_assert_eq!(p.exact, argv.len() == 2);
         }
 
-        let (tags, big) = largest_allocation(|| args::parse_purgetag(&argv));
+        let (tags, big) = largest_allocation(|| args::parse_purgetag("rcache.purgetag", &argv));
         prop_assert!(big <= bound, "parse_purgetag allocated {big}");
         if let Ok(tags) = tags {
             prop_assert!(!tags.is_empty() && tags.len() <= argv.len());
@@ -329,7 +344,8 @@ proptest! {
                 let mut tags: Vec<Vec<u8>> = tags.into_iter().filter(|t| t.len() < 64).collect();
                 tags.dedup();
                 let t: Vec<&[u8]> = tags.iter().map(Vec::as_slice).collect();
-                let mut b = entry::encode(&value, 42, &t);
+                let life = entry::Lifetime { stored_at_ms: 42, fresh_until_ms: 43, grace_s: 7 };
+                let mut b = entry::encode(&value, life, b"etag", &t);
                 for (at, x) in flips {
                     let at = at % b.len();
                     b[at] = x;
@@ -340,13 +356,13 @@ proptest! {
     ]) {
         let (decoded, big) = largest_allocation(|| entry::decode(&bytes));
         prop_assert!(big <= 16 * bytes.len() + 1024, "decode allocated {big} for {} bytes", bytes.len());
-        let offset = entry::value_offset(&bytes);
+        let header = entry::header(&bytes);
         if let Ok(e) = decoded {
-            let at = offset.unwrap();
+            let at = header.unwrap().value_at;
             prop_assert_eq!(e.value, &bytes[at..]);
-            let header: usize = 50 + e.tags.iter().map(|t| 2 + t.len()).sum::<usize>();
-            prop_assert_eq!(header, at, "tags fill the header exactly");
-            prop_assert!(e.etag.len() == 32);
+            let fixed = if bytes[3] == 1 { 50 } else { 32 + e.etag.len() };
+            let header_len: usize = fixed + e.tags.iter().map(|t| 2 + t.len()).sum::<usize>();
+            prop_assert_eq!(header_len, at, "tags fill the header exactly");
         }
     }
 }
@@ -392,6 +408,6 @@ fn purgetag_parsing_is_linear() {
     let req: Vec<Vec<u8>> = (0..200_000).map(|i| format!("tag:{i}").into_bytes()).collect();
     let argv = refs(&req);
     let started = std::time::Instant::now();
-    assert_eq!(args::parse_purgetag(&argv).unwrap().len(), 200_000);
+    assert_eq!(args::parse_purgetag("rcache.purgetag", &argv).unwrap().len(), 200_000);
     assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
 }

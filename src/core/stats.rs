@@ -5,13 +5,19 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub struct Stats {
     pub hits: AtomicU64,
+    pub stale_hits: AtomicU64,
     pub misses: AtomicU64,
+    pub not_modified: AtomicU64,
     pub sets: AtomicU64,
     pub dels: AtomicU64,
     pub purges: AtomicU64,
     pub purged_entries: AtomicU64,
     pub tag_purges: AtomicU64,
     pub tag_purged_entries: AtomicU64,
+    pub soft_purges: AtomicU64,
+    pub soft_purged_entries: AtomicU64,
+    pub soft_tag_purges: AtomicU64,
+    pub soft_tag_purged_entries: AtomicU64,
     pub index_removals_expired: AtomicU64,
     pub index_removals_evicted: AtomicU64,
     pub index_removals_other: AtomicU64,
@@ -20,13 +26,19 @@ pub struct Stats {
 
 pub static STATS: Stats = Stats {
     hits: AtomicU64::new(0),
+    stale_hits: AtomicU64::new(0),
     misses: AtomicU64::new(0),
+    not_modified: AtomicU64::new(0),
     sets: AtomicU64::new(0),
     dels: AtomicU64::new(0),
     purges: AtomicU64::new(0),
     purged_entries: AtomicU64::new(0),
     tag_purges: AtomicU64::new(0),
     tag_purged_entries: AtomicU64::new(0),
+    soft_purges: AtomicU64::new(0),
+    soft_purged_entries: AtomicU64::new(0),
+    soft_tag_purges: AtomicU64::new(0),
+    soft_tag_purged_entries: AtomicU64::new(0),
     index_removals_expired: AtomicU64::new(0),
     index_removals_evicted: AtomicU64::new(0),
     index_removals_other: AtomicU64::new(0),
@@ -60,17 +72,23 @@ impl Stats {
     }
 
     /// The counter fields of INFO, in order.
-    pub fn fields(&self) -> [(&'static str, u64); 12] {
+    pub fn fields(&self) -> [(&'static str, u64); 18] {
         let get = |c: &AtomicU64| c.load(Relaxed);
         [
             ("hits", get(&self.hits)),
+            ("stale_hits", get(&self.stale_hits)),
             ("misses", get(&self.misses)),
+            ("not_modified", get(&self.not_modified)),
             ("sets", get(&self.sets)),
             ("dels", get(&self.dels)),
             ("purges", get(&self.purges)),
             ("purged_entries", get(&self.purged_entries)),
             ("tag_purges", get(&self.tag_purges)),
             ("tag_purged_entries", get(&self.tag_purged_entries)),
+            ("soft_purges", get(&self.soft_purges)),
+            ("soft_purged_entries", get(&self.soft_purged_entries)),
+            ("soft_tag_purges", get(&self.soft_tag_purges)),
+            ("soft_tag_purged_entries", get(&self.soft_tag_purged_entries)),
             ("index_removals_expired", get(&self.index_removals_expired)),
             ("index_removals_evicted", get(&self.index_removals_evicted)),
             ("index_removals_other", get(&self.index_removals_other)),

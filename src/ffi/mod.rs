@@ -48,7 +48,9 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_InfoAddFieldULongLong, RedisModule_InfoAddFieldCString, RedisModule_StringPtrLen,
         RedisModule_GetCurrentUserName, RedisModule_GetModuleUserFromUserName,
         RedisModule_FreeModuleUser, RedisModule_ACLCheckKeyPermissions, RedisModule_SelectDb,
-        RedisModule_ScanCursorCreate, RedisModule_ScanCursorDestroy, RedisModule_Scan
+        RedisModule_ScanCursorCreate, RedisModule_ScanCursorDestroy, RedisModule_Scan,
+        RedisModule_GetExpire, RedisModule_ReplyWithArray, RedisModule_ReplyWithSimpleString,
+        RedisModule_ReplyWithLongLong
     );
     missing
 }
@@ -130,6 +132,31 @@ impl Key {
         unsafe { rm!(RedisModule_StringSet(self.0, value.ptr)) == raw::REDISMODULE_OK as c_int }
     }
 
+    /// Overwrites `bytes.len()` bytes at `offset` of a string key in place (Redis
+    /// unshares the string first); false if the key is no string that long.
+    pub fn patch_string(&self, offset: usize, bytes: &[u8]) -> bool {
+        if self.kind() != KeyKind::String {
+            return false;
+        }
+        let mut len = 0usize;
+        let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_WRITE) as c_int;
+        let p = unsafe { rm!(RedisModule_StringDMA(self.0, &mut len, mode)) };
+        if p.is_null() || offset.checked_add(bytes.len()).is_none_or(|end| end > len) {
+            return false;
+        }
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.cast::<u8>().add(offset), bytes.len()) };
+        true
+    }
+
+    /// The absolute expiry in ms since the epoch, if the key has one.
+    pub fn abs_expire(&self) -> Option<i64> {
+        if self.0.is_null() {
+            return None;
+        }
+        let ttl = unsafe { rm!(RedisModule_GetExpire(self.0)) };
+        (ttl >= 0).then(|| milliseconds().saturating_add(ttl))
+    }
+
     pub fn set_abs_expire(&self, at_ms: i64) -> bool {
         unsafe { rm!(RedisModule_SetAbsExpire(self.0, at_ms)) == raw::REDISMODULE_OK as c_int }
     }
@@ -209,6 +236,15 @@ impl Ctx {
         }
     }
 
+    /// Propagates an in-place rewrite and a new absolute expiry:
+    /// `SETRANGE key offset bytes` then `PEXPIREAT key at`.
+    pub fn replicate_patch(&self, key: &RString, offset: usize, bytes: &[u8], pexpireat: i64) {
+        unsafe {
+            rm!(RedisModule_Replicate(self.0, c"SETRANGE".as_ptr(), c"slb".as_ptr(), key.ptr, offset as c_longlong, bytes.as_ptr().cast::<c_char>(), bytes.len()));
+            rm!(RedisModule_Replicate(self.0, c"PEXPIREAT".as_ptr(), c"sl".as_ptr(), key.ptr, pexpireat as c_longlong));
+        }
+    }
+
     /// Propagates `UNLINK key…` in batches.
     pub fn replicate_unlink(&self, keys: &[RString]) {
         for batch in keys.chunks(1024) {
@@ -229,6 +265,24 @@ impl Ctx {
     pub fn reply_bulk(&self, bytes: &[u8]) {
         unsafe {
             rm!(RedisModule_ReplyWithStringBuffer(self.0, bytes.as_ptr().cast::<c_char>(), bytes.len()));
+        }
+    }
+
+    pub fn reply_array(&self, len: usize) {
+        unsafe {
+            rm!(RedisModule_ReplyWithArray(self.0, len as std::ffi::c_long));
+        }
+    }
+
+    pub fn reply_simple(&self, status: &CStr) {
+        unsafe {
+            rm!(RedisModule_ReplyWithSimpleString(self.0, status.as_ptr()));
+        }
+    }
+
+    pub fn reply_i64(&self, n: i64) {
+        unsafe {
+            rm!(RedisModule_ReplyWithLongLong(self.0, n as c_longlong));
         }
     }
 
@@ -376,6 +430,8 @@ pub struct CommandDoc {
 
 pub const KEY_RO: u32 = raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS;
 pub const KEY_RW_INSERT: u32 = raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE;
+/// A soft purge rewrites part of each entry (Redis allows one of INSERT, DELETE, UPDATE).
+pub const KEY_RW_UPDATE: u32 = raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE;
 pub const KEY_RW_DELETE: u32 = raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_DELETE;
 pub const KEY_RO_NO_ACCESS: u32 = raw::REDISMODULE_CMD_KEY_RO;
 

@@ -3,15 +3,16 @@
 //! in-memory steps, never while Redis is being called.
 
 use std::ffi::CStr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 use crate::core::args::{self, ArgResult};
 use crate::core::config;
-use crate::core::entry;
+use crate::core::entry::{self, Header, Soften, State};
 use crate::server::events;
-use crate::ffi::{self, Ctx, KeyKind, RString, NOTIFY_GENERIC, NOTIFY_STRING};
+use crate::ffi::{self, Ctx, Key, KeyKind, RString, NOTIFY_GENERIC, NOTIFY_STRING};
 use crate::server::guard::guarded;
 use crate::core::key::{entry_key, parse_entry_key};
 use crate::core::path::Coverage;
@@ -77,14 +78,23 @@ pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 pub fn get(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     run(ctx, &args, "rcache.get", get_impl)
 }
+pub fn lookup(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, &args, "rcache.lookup", lookup_impl)
+}
 pub fn del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     run(ctx, &args, "rcache.del", del_impl)
 }
 pub fn purge(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     run(ctx, &args, "rcache.purge", purge_impl)
 }
+pub fn softpurge(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, &args, "rcache.softpurge", softpurge_impl)
+}
 pub fn purgetag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     run(ctx, &args, "rcache.purgetag", purgetag_impl)
+}
+pub fn softpurgetag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, &args, "rcache.softpurgetag", softpurgetag_impl)
 }
 pub fn list(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     run(ctx, &args, "rcache.list", list_impl)
@@ -93,20 +103,55 @@ pub fn key(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     run(ctx, &args, "rcache.key", key_impl)
 }
 
+/// A cheap random number for JITTER (xorshift64*, seeded from the clock at first use):
+/// spreading expiries needs uniformity, not unpredictability.
+fn random_u64() -> u64 {
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let mut x = STATE.load(Relaxed);
+    if x == 0 {
+        x = (ffi::milliseconds() as u64) | 1;
+    }
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    STATE.store(x, Relaxed);
+    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
 fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_set(argv, &config::limits())?;
     let ttl_ms = req.ttl_ms.or(match config::DEFAULT_TTL.get() {
         0 => None,
         seconds => Some(seconds * 1000),
     });
+    let grace_s = req.grace_s.unwrap_or_else(|| config::DEFAULT_GRACE.get());
     let now = ffi::milliseconds();
-    let expire_at = match ttl_ms {
-        Some(ms) => Some(now.checked_add(ms).ok_or("ERR invalid expire time in 'rcache.set' command")?),
-        None => None,
+    let invalid_expire = || "ERR invalid expire time in 'rcache.set' command".to_string();
+    // The fresh lifetime ends at `fresh_until`; the key expires when its grace ends too.
+    let (fresh_until, expire_at) = match ttl_ms {
+        Some(ms) => {
+            let jitter = req.jitter_percent.unwrap_or_else(|| config::TTL_JITTER.get());
+            let fresh_until = now.checked_add(entry::jittered_ttl(ms, jitter, random_u64())).ok_or_else(invalid_expire)?;
+            (fresh_until, Some(fresh_until.checked_add(grace_s * 1000).ok_or_else(invalid_expire)?))
+        }
+        None => (0, None),
+    };
+    let lifetime = entry::Lifetime {
+        stored_at_ms: u64::try_from(now).unwrap_or(0),
+        fresh_until_ms: u64::try_from(fresh_until).unwrap_or(0),
+        grace_s: u32::try_from(grace_s).unwrap_or(u32::MAX),
+    };
+    let computed;
+    let etag = match req.etag {
+        Some(etag) => etag,
+        None => {
+            computed = entry::computed_etag(req.value);
+            &computed[..]
+        }
     };
     let variant = req.variant.variant();
     let key_name = entry_key(req.path, &variant);
-    let stored = entry::encode(req.value, u64::try_from(now).unwrap_or(0), &req.tags);
+    let stored = entry::encode(req.value, lifetime, etag, &req.tags);
     let key = ctx.string(&key_name);
     let replaced_untagged_entry = {
         let open = ctx.open_key(&key, true);
@@ -132,23 +177,87 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     Ok(Reply::Ok)
 }
 
+/// The header of the entry an open key holds; `None` when there is none (MISS).
+fn entry_header(key: &Key) -> ArgResult<Option<Header>> {
+    match key.kind() {
+        KeyKind::Empty => Ok(None),
+        KeyKind::String => entry::header(key.string().unwrap_or_default()).map(Some).map_err(|e| format!("ERR {e}")),
+        KeyKind::Other => Err(WRONGTYPE.into()),
+    }
+}
+
 fn get_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_get("rcache.get", argv, &config::limits())?;
     let key = ctx.open_key(&ctx.string(&entry_key(req.path, &req.variant.variant())), false);
-    match key.kind() {
-        KeyKind::Empty => {
+    match entry_header(&key)? {
+        Some(h) if h.state(ffi::milliseconds()) == State::Fresh => {
+            ctx.reply_bulk(&key.string().unwrap_or_default()[h.value_at..]);
+            bump(&STATS.hits, 1);
+        }
+        // A stale entry is a miss for GET.
+        _ => {
             bump(&STATS.misses, 1);
             ctx.reply_null();
         }
-        KeyKind::String => {
-            let stored = key.string().unwrap_or_default();
-            let at = entry::value_offset(stored).map_err(|e| format!("ERR {e}"))?;
-            ctx.reply_bulk(&stored[at..]);
-            bump(&STATS.hits, 1);
-        }
-        KeyKind::Other => return Err(WRONGTYPE.into()),
     }
     Ok(Reply::Sent)
+}
+
+fn lookup_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
+    let req = args::parse_lookup(argv, &config::limits())?;
+    let key = ctx.open_key(&ctx.string(&entry_key(req.path, &req.variant.variant())), false);
+    let found = entry_header(&key)?;
+    reply_lookup(ctx, &key, found.as_ref(), req.if_none_match, None);
+    Ok(Reply::Sent)
+}
+
+/// LOOKUP's 6-element reply for what `key` holds (`found`, from [`entry_header`]), with
+/// the lease token granted to this caller, if any. Counts the answer in INFO.
+fn reply_lookup(ctx: Ctx, key: &Key, found: Option<&Header>, if_none_match: Option<&[u8]>, lease: Option<&[u8]>) {
+    ctx.reply_array(6);
+    let Some(h) = found else {
+        bump(&STATS.misses, 1);
+        ctx.reply_simple(c"MISS");
+        (0..4).for_each(|_| ctx.reply_null());
+        return reply_lease(ctx, lease);
+    };
+    let now = ffi::milliseconds();
+    let bytes = key.string().unwrap_or_default();
+    let etag = bytes.get(h.etag.clone()).unwrap_or_default();
+    let state = h.state(now);
+    let ttl = match state {
+        State::Stale => 0,
+        State::Fresh if h.lifetime.fresh_until_ms > 0 => (h.lifetime.fresh_until_ms as i64 - now).max(1),
+        // No fresh lifetime of its own: a v1 entry is fresh until its key expires.
+        State::Fresh => key.abs_expire().filter(|_| h.version == 1).map_or(-1, |at| (at - now).max(1)),
+    };
+    match state {
+        State::Fresh => {
+            bump(&STATS.hits, 1);
+            ctx.reply_simple(c"FRESH");
+        }
+        State::Stale => {
+            bump(&STATS.stale_hits, 1);
+            ctx.reply_simple(c"STALE");
+        }
+    }
+    if if_none_match == Some(etag) {
+        bump(&STATS.not_modified, 1);
+        ctx.reply_null();
+    } else {
+        ctx.reply_bulk(bytes.get(h.value_at..).unwrap_or_default());
+    }
+    ctx.reply_bulk(etag);
+    ctx.reply_i64((now - h.lifetime.stored_at_ms as i64).max(0));
+    ctx.reply_i64(ttl);
+    reply_lease(ctx, lease);
+}
+
+fn reply_lease(ctx: Ctx, lease: Option<&[u8]>) {
+    match lease {
+        Some(token) => ctx.reply_bulk(token),
+        None => ctx.reply_null(),
+    }
 }
 
 fn del_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
@@ -164,14 +273,37 @@ fn del_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     Ok(Reply::Int(1))
 }
 
-fn purge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
-    let req = args::parse_purge(argv, &config::limits())?;
-    let started = Instant::now();
-    let coverage = if req.exact { Coverage::exact(req.prefix) } else { Coverage::prefix(req.prefix) };
+/// The entry keys a prefix purge covers, after the caller's permission to remove them
+/// all was checked.
+fn covered_keys(ctx: Ctx, db: i32, coverage: &Coverage<'_>) -> ArgResult<Vec<Vec<u8>>> {
     events::process_pending(ctx);
-    let db = ctx.selected_db();
-    let (paths, keys) = store::with(|s| s.existing_db(db).map(|d| d.covered(&coverage)).unwrap_or_default());
+    let (paths, keys) = store::with(|s| s.existing_db(db).map(|d| d.covered(coverage)).unwrap_or_default());
     check_write_permission(ctx, paths.iter().map(Vec::as_slice))?;
+    Ok(keys)
+}
+
+/// The entry keys carrying any of `tags`, after the caller's permission check.
+fn tagged_keys(ctx: Ctx, db: i32, tags: &[&[u8]]) -> ArgResult<Vec<Vec<u8>>> {
+    events::process_pending(ctx);
+    let keys = store::with(|s| s.existing_db(db).map(|d| d.tags.keys(tags)).unwrap_or_default());
+    check_write_permission(ctx, keys.iter().filter_map(|k| parse_entry_key(k).map(|(p, _)| p)))?;
+    Ok(keys)
+}
+
+fn coverage_of<'a>(req: &args::PurgeArgs<'a>) -> Coverage<'a> {
+    if req.exact {
+        Coverage::exact(req.prefix)
+    } else {
+        Coverage::prefix(req.prefix)
+    }
+}
+
+fn purge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
+    let req = args::parse_purge("rcache.purge", argv, &config::limits())?;
+    let started = Instant::now();
+    let coverage = coverage_of(&req);
+    let db = ctx.selected_db();
+    let keys = covered_keys(ctx, db, &coverage)?;
     let deleted = delete_keys(ctx, keys);
     store::with(|s| s.db(db).remove_covered(&coverage));
     bump(&STATS.purges, 1);
@@ -180,25 +312,82 @@ fn purge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     Ok(Reply::Int(deleted.len() as i64))
 }
 
-fn purgetag_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
-    let tags = args::parse_purgetag(argv)?;
+fn softpurge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
+    let req = args::parse_purge("rcache.softpurge", argv, &config::limits())?;
     let started = Instant::now();
-    events::process_pending(ctx);
     let db = ctx.selected_db();
-    let keys = store::with(|s| s.existing_db(db).map(|d| d.tags.keys(&tags)).unwrap_or_default());
-    check_write_permission(ctx, keys.iter().filter_map(|k| parse_entry_key(k).map(|(p, _)| p)))?;
+    let keys = covered_keys(ctx, db, &coverage_of(&req))?;
+    let softened = soften_keys(ctx, db, keys);
+    bump(&STATS.soft_purges, 1);
+    bump(&STATS.soft_purged_entries, softened);
+    STATS.purge_took(started.elapsed().as_micros() as u64);
+    Ok(Reply::Int(softened as i64))
+}
+
+fn purgetag_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
+    let tags = args::parse_purgetag("rcache.purgetag", argv)?;
+    let started = Instant::now();
+    let db = ctx.selected_db();
+    let keys = tagged_keys(ctx, db, &tags)?;
     let deleted = delete_keys(ctx, keys);
+    forget_keys(db, &deleted);
+    bump(&STATS.tag_purges, 1);
+    bump(&STATS.tag_purged_entries, deleted.len() as u64);
+    STATS.purge_took(started.elapsed().as_micros() as u64);
+    Ok(Reply::Int(deleted.len() as i64))
+}
+
+fn softpurgetag_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
+    let tags = args::parse_purgetag("rcache.softpurgetag", argv)?;
+    let started = Instant::now();
+    let db = ctx.selected_db();
+    let keys = tagged_keys(ctx, db, &tags)?;
+    let softened = soften_keys(ctx, db, keys);
+    bump(&STATS.soft_tag_purges, 1);
+    bump(&STATS.soft_tag_purged_entries, softened);
+    STATS.purge_took(started.elapsed().as_micros() as u64);
+    Ok(Reply::Int(softened as i64))
+}
+
+/// Drops deleted entry keys from the index of `db`.
+fn forget_keys(db: i32, deleted: &[Vec<u8>]) {
     store::with(|s| {
-        for key in &deleted {
+        for key in deleted {
             if let Some((path, variant)) = parse_entry_key(key) {
                 s.remove(db, path, &variant);
             }
         }
     });
-    bump(&STATS.tag_purges, 1);
-    bump(&STATS.tag_purged_entries, deleted.len() as u64);
-    STATS.purge_took(started.elapsed().as_micros() as u64);
-    Ok(Reply::Int(deleted.len() as i64))
+}
+
+/// Soft-purges the entries at `keys`: each fresh one becomes stale for its grace from
+/// now (fresh-until rewritten in place, replicated as SETRANGE + PEXPIREAT), or is
+/// removed when it has no grace. Returns how many were fresh.
+fn soften_keys(ctx: Ctx, db: i32, keys: Vec<Vec<u8>>) -> u64 {
+    let now = ffi::milliseconds();
+    let stale_from = entry::stale_since(now).to_le_bytes();
+    let (mut softened, mut removed) = (0, Vec::new());
+    for name in keys {
+        let key = ctx.string(&name);
+        let open = ctx.open_key(&key, true);
+        let Some(Ok(header)) = open.string().map(entry::header) else { continue };
+        match entry::soften(&header, now, open.abs_expire()) {
+            Soften::AlreadyStale => {}
+            Soften::Remove => removed.push(name),
+            Soften::Stale { expire_at_ms } => {
+                if open.patch_string(entry::FRESH_UNTIL_AT, &stale_from) && open.set_abs_expire(expire_at_ms) {
+                    drop(open);
+                    ctx.replicate_patch(&key, entry::FRESH_UNTIL_AT, &stale_from, expire_at_ms);
+                    notify(ctx, NOTIFY_STRING, c"setrange", &key);
+                    notify(ctx, NOTIFY_GENERIC, c"expire", &key);
+                    softened += 1;
+                }
+            }
+        }
+    }
+    let deleted = delete_keys(ctx, removed);
+    forget_keys(db, &deleted);
+    softened + deleted.len() as u64
 }
 
 fn list_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {

@@ -9,14 +9,14 @@ use crate::server::alloc::{live_bytes, CountingRedisAlloc};
 use crate::server::commands;
 use crate::core::config::{self, Setting};
 use crate::server::events;
-use crate::ffi::{self, CommandDoc, Ctx, InfoCtx, KEY_RO, KEY_RO_NO_ACCESS, KEY_RW_DELETE, KEY_RW_INSERT};
+use crate::ffi::{self, CommandDoc, Ctx, InfoCtx, KEY_RO, KEY_RO_NO_ACCESS, KEY_RW_DELETE, KEY_RW_INSERT, KEY_RW_UPDATE};
 use crate::server::guard::guarded;
 use crate::core::stats::STATS;
 use crate::server::store;
 
 pub const MODULE_VERSION: i32 = 100; // 0.1.0, as Redis encodes module versions
 
-const DOCS: [(&CStr, CommandDoc); 7] = [
+const DOCS: [(&CStr, CommandDoc); 10] = [
     (c"rcache.set", CommandDoc {
         summary: c"Stores a cached response for a path, query string and vary set.",
         complexity: c"O(P + T) where P is the path length and T the number of tags.",
@@ -25,6 +25,12 @@ const DOCS: [(&CStr, CommandDoc); 7] = [
     }),
     (c"rcache.get", CommandDoc {
         summary: c"Returns the cached response for a path, query string and vary set.",
+        complexity: c"O(1) beyond hashing the arguments.",
+        arity: -2,
+        key_flags: KEY_RO,
+    }),
+    (c"rcache.lookup", CommandDoc {
+        summary: c"Returns a cached response with its state (FRESH, STALE, MISS), ETag, age and freshness left.",
         complexity: c"O(1) beyond hashing the arguments.",
         arity: -2,
         key_flags: KEY_RO,
@@ -41,9 +47,21 @@ const DOCS: [(&CStr, CommandDoc); 7] = [
         arity: -2,
         key_flags: KEY_RW_DELETE,
     }),
+    (c"rcache.softpurge", CommandDoc {
+        summary: c"Marks every fresh cached response under a prefix stale for its grace (removes those without grace).",
+        complexity: c"O(P + N) where P is the prefix length and N the entries and index nodes covered.",
+        arity: -2,
+        key_flags: KEY_RW_UPDATE,
+    }),
     (c"rcache.purgetag", CommandDoc {
         summary: c"Removes every cached response carrying any of the tags.",
         complexity: c"O(N) where N is the number of entries removed.",
+        arity: -2,
+        key_flags: 0,
+    }),
+    (c"rcache.softpurgetag", CommandDoc {
+        summary: c"Marks every fresh cached response carrying any of the tags stale for its grace (removes those without grace).",
+        complexity: c"O(N) where N is the number of entries carrying the tags.",
         arity: -2,
         key_flags: 0,
     }),
@@ -157,9 +175,12 @@ redis_module! {
     commands: [
         ["rcache.set", commands::set, "write deny-oom", 1, 1, 1, ""],
         ["rcache.get", commands::get, "readonly fast", 1, 1, 1, ""],
+        ["rcache.lookup", commands::lookup, "readonly", 1, 1, 1, ""],
         ["rcache.del", commands::del, "write", 1, 1, 1, ""],
         ["rcache.purge", commands::purge, "write", 1, 1, 1, ""],
+        ["rcache.softpurge", commands::softpurge, "write", 1, 1, 1, ""],
         ["rcache.purgetag", commands::purgetag, "write", 0, 0, 0, ""],
+        ["rcache.softpurgetag", commands::softpurgetag, "write", 0, 0, 0, ""],
         ["rcache.list", commands::list, "readonly", 1, 1, 1, ""],
         ["rcache.key", commands::key, "readonly fast", 1, 1, 1, ""],
     ],

@@ -36,7 +36,8 @@ pub fn live_entry_keys(c: &mut Connection) -> Vec<(String, String)> {
             continue;
         }
         let head: Vec<u8> = q(c, &["GETRANGE", &key, "0", "3"]);
-        if head != b"RCE\x01" {
+        // Layout v1 (written by older versions) and v2 are both entries.
+        if head != b"RCE\x01" && head != b"RCE\x02" {
             continue;
         }
         if let Some(path) = path_of_key(&key) {
