@@ -63,6 +63,8 @@ def make_options(
     query_ignore: Optional[Sequence[str]] = None,
     query_sort: Optional[bool] = None,
     normalize_accept_language: Optional[bool] = None,
+    stale_while_revalidate: Optional[int] = None,
+    stale_if_error: Optional[int] = None,
 ) -> Options:
     header_names = tuple(h.strip() for h in vary_on_headers)
     for h in header_names:
@@ -87,6 +89,8 @@ def make_options(
         query_ignore=None if query_ignore is None else tuple(query_ignore),
         query_sort=query_sort,
         normalize_accept_language=normalize_accept_language,
+        stale_while_revalidate=stale_while_revalidate,
+        stale_if_error=stale_if_error,
     )
 
 
@@ -117,6 +121,11 @@ def cache_path(timeout: Timeout = None, **kwargs: Any) -> Callable[[Any], Any]:
     * ``max_age`` -- if given, add ``Cache-Control: max-age`` for browsers/proxies.
     * ``query_ignore`` / ``query_sort`` / ``normalize_accept_language`` -- override the
       ``RCACHE`` settings of the same name for this view.
+    * ``stale_while_revalidate`` -- seconds after its timeout during which a stale page
+      is served while one request re-renders it (RFC 5861).
+    * ``stale_if_error`` -- seconds after its timeout during which a stale page is
+      served when the view raises or answers 5xx (RFC 5861).  The entry is kept
+      stale (``GRACE``) for the longer of the two.
 
     The active language (``USE_I18N``) and time zone (``USE_TZ``) are always part of
     the key, as for ``cache_page``.  Works on function views, ``View.as_view()``
@@ -147,7 +156,14 @@ def cache_path(timeout: Timeout = None, **kwargs: Any) -> Callable[[Any], Any]:
             response, finish = start_sync(options, request, args, kw)
             if response is not None:
                 return response
-            return finish(view(request, *args, **kw))
+            try:
+                result = view(request, *args, **kw)
+            except Exception as exc:
+                stale = finish.error(exc)
+                if stale is None:
+                    raise
+                return stale
+            return finish(result)
 
         return wrapper
 

@@ -121,6 +121,14 @@ class Options:
     query_ignore: Optional[Tuple[str, ...]] = None
     query_sort: Optional[bool] = None
     normalize_accept_language: Optional[bool] = None
+    stale_while_revalidate: Optional[int] = None
+    stale_if_error: Optional[int] = None
+
+    @property
+    def grace(self) -> Optional[int]:
+        """The entry's GRACE: long enough for both stale uses (None: the module's default)."""
+        given = [g for g in (self.stale_while_revalidate, self.stale_if_error) if g is not None]
+        return max(given) if given else None
 
     @property
     def vary_header_value(self) -> Tuple[str, ...]:
@@ -140,6 +148,8 @@ class Plan:
     args: Tuple[Any, ...] = ()
     kwargs: Dict[str, Any] = field(default_factory=dict)
     authorization: bool = False
+    if_none_match: Optional[bytes] = None  # sent as IFNONEMATCH (one validator, HTTP-parsed)
+    found: Optional[Lookup] = None  # what LOOKUP answered
 
 
 def timeout_seconds(timeout: Timeout, default: Optional[float]) -> Optional[float]:
@@ -264,7 +274,20 @@ def prepare(
         args=args,
         kwargs=kwargs,
         authorization="HTTP_AUTHORIZATION" in request.META and not options.cache_authorization,
+        if_none_match=_single_validator(request),
     )
+
+
+def _single_validator(request: HttpRequest) -> Optional[bytes]:
+    """The one entity tag of If-None-Match, unquoted, for LOOKUP's byte comparison
+    (weak comparison, as RFC 9110 asks for If-None-Match); None for "*" or a list
+    (compared here after the read)."""
+    header = request.headers.get("If-None-Match")
+    etags = parse_etags(header) if header else []
+    if len(etags) != 1 or etags[0] == "*":
+        return None
+    tag = etags[0].removeprefix("W/")
+    return tag[1:-1].encode("latin-1", "replace") if len(tag) >= 2 and tag[0] == tag[-1] == '"' else None
 
 
 # ---------------------------------------------------------------------------
@@ -390,44 +413,103 @@ def _not_modified(response: HttpResponseBase) -> HttpResponseNotModified:
     return new
 
 
-def answer(plan: Plan, request: HttpRequest, found: Lookup) -> Optional[HttpResponseBase]:
-    """The response for a request whose entry was read, or ``None`` to run the view."""
+def _http_etag(etag: bytes) -> str:
+    return '"' + etag.decode("latin-1") + '"'
+
+
+def _entry_response(plan: Plan, request: HttpRequest, found: Lookup, label: str) -> Optional[HttpResponseBase]:
+    """The stored response of a LOOKUP that returned a value (``None`` if unreadable or
+    not for this request)."""
     s = plan.settings
-    if found.state != "FRESH" or found.value is None:
-        return None
+    value = bytes(found.value or b"")
     try:
-        stored = StoredResponse.loads(bytes(found.value))
+        stored = StoredResponse.loads(value)
     except FormatError:
         s.logger.warning("rcache: ignoring an unreadable entry at %r", plan.path)
         return None
     if plan.authorization and not _directives(stored) & _SHARED_OK:
         return None  # RFC 9111 3.5: not for a request with Authorization
-    etag = etag_of(bytes(found.value))
     resp = HttpResponse(stored.body, status=stored.status, reason=stored.reason)
     del resp.headers["Content-Type"]
     for k, v in stored.headers:
         resp.headers[k] = v
-    resp.headers["ETag"] = etag
+    resp.headers["ETag"] = _http_etag(found.etag) if found.etag else etag_of(value)
     if s.status_header:
-        resp.headers[s.status_header] = "HIT"
-    if _etag_matches(request, etag):
-        return _with_status(_not_modified(resp), s.status_header, "HIT")
+        resp.headers[s.status_header] = label
+    if _etag_matches(request, resp.headers["ETag"]):
+        return _with_status(_not_modified(resp), s.status_header, label)
     return resp
+
+
+def _bodiless_not_modified(plan: Plan, etag: bytes) -> HttpResponseBase:
+    """A 304 from the module's ETag alone (the body was not fetched): the validators and
+    the Vary/Cache-Control this view's options put on its responses."""
+    resp = HttpResponseNotModified()
+    resp.headers["ETag"] = _http_etag(etag)
+    o = plan.options
+    vary = o.vary_header_value + (("Accept-Language",) if dj_settings.USE_I18N else ())
+    if vary:
+        patch_vary_headers(resp, vary)
+    if o.max_age is not None:
+        patch_cache_control(resp, max_age=o.max_age)
+    return _with_status(resp, plan.settings.status_header, "HIT")
+
+
+def _stale_for(plan: Plan, found: Lookup) -> float:
+    """Seconds since the entry went stale (its fresh lifetime is the view's timeout)."""
+    return max(0.0, (found.age or 0) / 1000 - (plan.ttl or 0))
+
+
+def answer(plan: Plan, request: HttpRequest, found: Lookup) -> Optional[HttpResponseBase]:
+    """The response for a request whose entry was looked up, or ``None`` to run the view."""
+    plan.found = found
+    if found.state == "FRESH":
+        if found.value is None and found.etag is not None:
+            return _bodiless_not_modified(plan, found.etag)
+        return _entry_response(plan, request, found, "HIT")
+    swr = plan.options.stale_while_revalidate
+    if found.state == "STALE" and found.lease is None and swr is not None and _stale_for(plan, found) <= swr:
+        # Another request holds the lease and re-renders: this one gets the stale copy now.
+        return _entry_response(plan, request, found, "STALE")
+    return None
+
+
+def stale_fallback(plan: Plan, request: HttpRequest, failure: str) -> Optional[HttpResponseBase]:
+    """RFC 5861 stale-if-error: the stale copy, when the view failed within the window."""
+    found, sie = plan.found, plan.options.stale_if_error
+    if found is None or found.state != "STALE" or sie is None or found.value is None or _stale_for(plan, found) > sie:
+        return None
+    plan.settings.logger.warning("rcache: %s at %r, serving the stale copy", failure, plan.path)
+    return _entry_response(plan, request, found, "STALE")
 
 
 @dataclass
 class Write:
-    """A response to store: the RCH1 value and its tags."""
+    """A response to store: the RCH1 value, its ETag and tags, and the lease it refills under."""
 
     value: bytes
+    etag: str
     tags: List[str]
     ttl: Optional[float]
+    grace: Optional[int]
+    lease: Optional[bytes]
+
+    def args(self, plan: Plan) -> Dict[str, Any]:
+        return {
+            "ttl": self.ttl, "query": plan.query, "vary": plan.vary, "tags": self.tags or None,
+            "grace": self.grace, "etag": self.etag, "lease": self.lease,
+        }
 
 
 def prepare_write(plan: Plan, request: HttpRequest, response: HttpResponseBase) -> Union[str, Write]:
     """Patch ``Vary``/``Cache-Control`` and serialise; a string is a bypass reason."""
     o = plan.options
     s = plan.settings
+    lease = plan.found.lease if plan.found is not None else None
+    if s.lease_time is not None and lease is None:
+        # Another request holds the lease (our WAIT ran out): only the holder's render,
+        # guarded against purges since it was granted, may be stored.
+        return "lease"
     if o.vary_header_value:
         patch_vary_headers(response, o.vary_header_value)
     if o.max_age is not None:
@@ -449,13 +531,17 @@ def prepare_write(plan: Plan, request: HttpRequest, response: HttpResponseBase) 
     if o.tags is not None:
         tag_list.update(as_list(o.tags(request, *plan.args, **plan.kwargs) if callable(o.tags) else o.tags))
     ttl = plan.ttl if plan.ttl is None or plan.ttl != int(plan.ttl) else int(plan.ttl)
-    return Write(value=value, tags=sorted(tag_list), ttl=ttl)
+    etag = etag_of(value)[1:-1]
+    return Write(value=value, etag=etag, tags=sorted(tag_list), ttl=ttl, grace=o.grace, lease=lease)
 
 
-def stored(plan: Plan, request: HttpRequest, response: HttpResponseBase, w: Write) -> HttpResponseBase:
-    """The view's response after its entry was written."""
+def stored(plan: Plan, request: HttpRequest, response: HttpResponseBase, w: Write, ok: bool) -> HttpResponseBase:
+    """The view's response after its entry was written (``ok``) or refused by its lease."""
+    if not ok:
+        bypass(response, "invalidated")  # a purge since the lease: the render may be stale
+        return response
     header = plan.settings.status_header
-    etag = etag_of(w.value)
+    etag = '"' + w.etag + '"'
     response.headers["ETag"] = etag
     if header:
         response.headers[header] = "MISS"
@@ -485,13 +571,54 @@ def _unrendered(response: Any) -> bool:
     return hasattr(response, "add_post_render_callback") and not getattr(response, "is_rendered", True)
 
 
+def _lookup_kwargs(plan: Plan, request: HttpRequest) -> Dict[str, Any]:
+    s = plan.settings
+    refill = request.method == "GET" and s.lease_time is not None  # a HEAD never stores
+    return {
+        "query": plan.query,
+        "vary": plan.vary,
+        "if_none_match": plan.if_none_match,
+        "lease": s.lease_time if refill else None,
+        "wait": s.lease_wait if refill else None,
+    }
+
+
+def _failed_view(plan: Plan, request: HttpRequest, response: Any) -> Optional[HttpResponseBase]:
+    if isinstance(response, HttpResponseBase) and response.status_code >= 500:
+        return stale_fallback(plan, request, f"the view answered {response.status_code}")
+    return None
+
+
 # ---------------------------------------------------------------------------
 # the sync and async paths
 
 
-def _read(plan: Plan) -> Lookup:
-    value = get_client().get(plan.path, query=plan.query, vary=plan.vary)
-    return Lookup("MISS" if value is None else "FRESH", value, None, None, None, None)
+class Finish:
+    """After the view: store its response (a TemplateResponse once rendered), or fall back
+    to the stale copy when the view failed (stale-if-error)."""
+
+    def __init__(self, plan: Optional[Plan], request: HttpRequest, reason: Optional[str] = None) -> None:
+        self.plan, self.request, self.reason = plan, request, reason
+
+    def __call__(self, response: Any) -> Any:
+        if self.reason is not None:
+            return bypass(response, self.reason)
+        plan = self.plan
+        if plan is None:
+            return response
+        stale = _failed_view(plan, self.request, response)
+        if stale is not None:
+            return stale
+        if _unrendered(response):
+            response.add_post_render_callback(lambda r: _write_sync(plan, self.request, r))
+            return response
+        return _write_sync(plan, self.request, response)
+
+    def error(self, exc: Exception) -> Optional[HttpResponseBase]:
+        """The stale copy to answer with instead of raising ``exc``, if there is one."""
+        if self.plan is None or self.reason is not None:
+            return None
+        return stale_fallback(self.plan, self.request, f"the view raised {type(exc).__name__}: {exc}")
 
 
 def _write_sync(plan: Plan, request: HttpRequest, response: Any) -> Any:
@@ -502,57 +629,37 @@ def _write_sync(plan: Plan, request: HttpRequest, response: Any) -> Any:
     if isinstance(w, str):
         return bypass(response, w)
     try:
-        call(
-            f"set of {plan.path!r}",
-            lambda: get_client().set(plan.path, w.value, ttl=w.ttl, query=plan.query, vary=plan.vary, tags=w.tags or None),
-        )
+        ok = call(f"set of {plan.path!r}", lambda: get_client().set(plan.path, w.value, **w.args(plan)))
     except RedisFailed:
         return bypass(response, "error")
-    return stored(plan, request, response, w)
+    return stored(plan, request, response, w, bool(ok))
 
 
-def finish_sync(plan: Plan, request: HttpRequest, response: Any) -> Any:
-    """Store the view's response (a TemplateResponse once it is rendered)."""
-    if _unrendered(response):
-        response.add_post_render_callback(lambda r: _write_sync(plan, request, r))
-        return response
-    return _write_sync(plan, request, response)
-
-
-def start_sync(options: Options, request: HttpRequest, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Optional[HttpResponseBase], Callable[[Any], Any]]:
-    """Before the view: ``(response, _)`` to answer now, else ``(None, finish)`` where
-    ``finish(view_response)`` stores it (or marks it as a bypass)."""
+def start_sync(
+    options: Options, request: HttpRequest, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+) -> Tuple[Optional[HttpResponseBase], Finish]:
+    """Before the view: ``(response, _)`` to answer now, else ``(None, finish)``."""
     authenticated = not options.cache_authenticated and is_authenticated(request)
     plan = prepare(options, request, args, kwargs, authenticated)
-    if plan is None:
-        return None, _identity
-    if isinstance(plan, str):
-        return None, _bypass_with(plan)
+    if plan is None or isinstance(plan, str):
+        return None, Finish(None, request, plan)
     p = plan
     try:
-        found = call(f"get of {p.path!r}", lambda: _read(p))
+        found = call(f"lookup of {p.path!r}", lambda: _read_sync(p, request))
     except RedisFailed:
-        return None, _bypass_with("error")
+        return None, Finish(None, request, "error")
     resp = answer(p, request, found)
     if resp is not None:
-        return resp, _identity
+        return resp, Finish(None, request)
     if request.method != "GET":
-        return None, _bypass_with("head")  # HEAD: answered from a GET's entry, never stored
-    return None, lambda response: finish_sync(p, request, response)
-
-
-async def _aread(plan: Plan) -> Lookup:
-    client = get_async_client()
-    if client is None:
-        return await sync_to_async(_read)(plan)
-    value = await client.get(plan.path, query=plan.query, vary=plan.vary)
-    return Lookup("MISS" if value is None else "FRESH", value, None, None, None, None)
+        return None, Finish(None, request, "head")  # HEAD: answered from a GET's entry, never stored
+    return None, Finish(p, request)
 
 
 async def handle_async(
     options: Options, request: HttpRequest, args: Tuple[Any, ...], kwargs: Dict[str, Any], view: Callable[[], Any]
 ) -> Any:
-    """The whole request for an async view: read, view, write -- Redis through ``redis.asyncio``."""
+    """The whole request for an async view: lookup, view, store -- Redis through ``redis.asyncio``."""
     authenticated = not options.cache_authenticated and await ais_authenticated(request)
     plan = prepare(options, request, args, kwargs, authenticated)
     if plan is None:
@@ -560,8 +667,12 @@ async def handle_async(
     if isinstance(plan, str):
         return bypass(await _await(view()), plan)
     p = plan
+    client = get_async_client(wait=True)
     try:
-        found = await acall(f"get of {p.path!r}", lambda: _aread(p))
+        if client is None:
+            found = await acall(f"lookup of {p.path!r}", lambda: sync_to_async(_read_sync)(p, request))
+        else:
+            found = await acall(f"lookup of {p.path!r}", lambda: client.lookup(p.path, **_lookup_kwargs(p, request)))
     except RedisFailed:
         return bypass(await _await(view()), "error")
     resp = answer(p, request, found)
@@ -569,7 +680,16 @@ async def handle_async(
         return resp
     if request.method != "GET":
         return bypass(await _await(view()), "head")
-    response = await _await(view())
+    try:
+        response = await _await(view())
+    except Exception as exc:
+        stale = stale_fallback(p, request, f"the view raised {type(exc).__name__}: {exc}")
+        if stale is None:
+            raise
+        return stale
+    stale = _failed_view(p, request, response)
+    if stale is not None:
+        return stale
     if _unrendered(response):
         response.add_post_render_callback(lambda r: _write_sync(p, request, r))  # runs in Django's render thread
         return response
@@ -580,29 +700,24 @@ async def handle_async(
     w = prepare_write(p, request, response)
     if isinstance(w, str):
         return bypass(response, w)
-    client = get_async_client()
+    writer = get_async_client()
 
     async def write() -> Any:
-        if client is None:
-            return await sync_to_async(get_client().set)(
-                p.path, w.value, ttl=w.ttl, query=p.query, vary=p.vary, tags=w.tags or None
-            )
-        return await client.set(p.path, w.value, ttl=w.ttl, query=p.query, vary=p.vary, tags=w.tags or None)
+        if writer is None:
+            return await sync_to_async(get_client().set)(p.path, w.value, **w.args(p))
+        return await writer.set(p.path, w.value, **w.args(p))
 
     try:
-        await acall(f"set of {p.path!r}", write)
+        ok = await acall(f"set of {p.path!r}", write)
     except RedisFailed:
         return bypass(response, "error")
-    return stored(p, request, response, w)
+    return stored(p, request, response, w, bool(ok))
+
+
+def _read_sync(plan: Plan, request: HttpRequest) -> Lookup:
+    result: Lookup = get_client(wait=True).lookup(plan.path, **_lookup_kwargs(plan, request))
+    return result
 
 
 async def _await(result: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
-
-
-def _identity(response: Any) -> Any:
-    return response
-
-
-def _bypass_with(reason: str) -> Callable[[Any], Any]:
-    return lambda response: bypass(response, reason)

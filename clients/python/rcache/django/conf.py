@@ -26,6 +26,8 @@ Everything is read from one dict, ``settings.RCACHE``::
         "QUERY_SORT": False,                # sort the query parameters in the key
         "NORMALIZE_ACCEPT_LANGUAGE": False, # key on the best of settings.LANGUAGES, not the raw header
         "MIDDLEWARE_OPTIONS": {},           # cache_path keyword arguments for the site middleware
+        "LEASE_TIME": None,                 # s: a miss takes a lease to refill the entry (None: no leases)
+        "LEASE_WAIT": 5.0,                  # s: how long a request waits for another's render
     }
 
 The settings are re-read (and the connection rebuilt) when ``RCACHE`` changes
@@ -72,6 +74,8 @@ DEFAULTS: Dict[str, Any] = {
     "QUERY_SORT": False,
     "NORMALIZE_ACCEPT_LANGUAGE": False,
     "MIDDLEWARE_OPTIONS": {},
+    "LEASE_TIME": None,
+    "LEASE_WAIT": 5.0,
 }
 
 
@@ -100,14 +104,16 @@ class Settings:
     query_sort: bool = False
     normalize_accept_language: bool = False
     middleware_options: Dict[str, Any] = field(default_factory=dict)
+    lease_time: Optional[float] = None
+    lease_wait: Optional[float] = None
 
 
 _lock = threading.Lock()
 _settings: Optional[Settings] = None
-_client: Optional[RCache] = None
+_clients: Dict[bool, RCache] = {}
 _breaker: Optional[Breaker] = None
 _warnings: Optional[WarningLimiter] = None
-_async_clients: "weakref.WeakKeyDictionary[Any, AsyncRCache]" = weakref.WeakKeyDictionary()
+_async_clients: "weakref.WeakKeyDictionary[Any, Dict[bool, AsyncRCache]]" = weakref.WeakKeyDictionary()
 
 
 def get_settings() -> Settings:
@@ -169,10 +175,12 @@ def _load() -> Settings:
         query_sort=bool(conf["QUERY_SORT"]),
         normalize_accept_language=bool(conf["NORMALIZE_ACCEPT_LANGUAGE"]),
         middleware_options=dict(conf["MIDDLEWARE_OPTIONS"] or {}),
+        lease_time=None if conf["LEASE_TIME"] is None else float(conf["LEASE_TIME"]),
+        lease_wait=None if conf["LEASE_TIME"] is None or not conf["LEASE_WAIT"] else float(conf["LEASE_WAIT"]),
     )
 
 
-def _connect(s: Settings) -> Any:
+def _connect(s: Settings, wait: bool) -> Any:
     if s.cache_alias:
         try:
             from django_redis import get_redis_connection
@@ -185,43 +193,49 @@ def _connect(s: Settings) -> Any:
 
     url = s.url or "redis://127.0.0.1:6379/0"
     if s.cluster:
-        return redis.RedisCluster.from_url(url, **_url_kwargs(s))
+        return redis.RedisCluster.from_url(url, **_url_kwargs(s, wait))
     # Fail fast: a cache that is down must not cost each request several retries.
-    return redis.Redis.from_url(url, **{**_url_kwargs(s), "retry": Retry(NoBackoff(), 0), **s.connection_kwargs})
+    return redis.Redis.from_url(url, **{**_url_kwargs(s, wait), "retry": Retry(NoBackoff(), 0)})
 
 
-def _url_kwargs(s: Settings) -> Dict[str, Any]:
-    return {
-        "socket_timeout": s.socket_timeout,
-        "socket_connect_timeout": s.socket_connect_timeout,
-        **s.connection_kwargs,
-    }
+def _url_kwargs(s: Settings, wait: bool) -> Dict[str, Any]:
+    timeout = s.socket_timeout
+    if wait and timeout is not None and s.lease_wait is not None:
+        timeout += s.lease_wait  # a LOOKUP ... WAIT may block that long before it answers
+    return {"socket_timeout": timeout, "socket_connect_timeout": s.socket_connect_timeout, **s.connection_kwargs}
 
 
-def _connect_async(s: Settings) -> Any:
+def _connect_async(s: Settings, wait: bool) -> Any:
     import redis.asyncio as aredis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
     url = s.url or "redis://127.0.0.1:6379/0"
     if s.cluster:
-        return aredis.RedisCluster.from_url(url, **_url_kwargs(s))
-    return aredis.Redis.from_url(url, **{**_url_kwargs(s), "retry": Retry(NoBackoff(), 0), **s.connection_kwargs})
+        return aredis.RedisCluster.from_url(url, **_url_kwargs(s, wait))
+    return aredis.Redis.from_url(url, **{**_url_kwargs(s, wait), "retry": Retry(NoBackoff(), 0)})
 
 
-def get_client() -> RCache:
-    """The :class:`rcache.RCache` for the configured connection (created once)."""
-    global _client
-    c = _client
+def _needs_wait_client(s: Settings, wait: bool) -> bool:
+    """LOOKUPs that may WAIT use their own connections, with a longer socket timeout."""
+    return wait and s.lease_wait is not None and not s.cache_alias
+
+
+def get_client(wait: bool = False) -> RCache:
+    """The :class:`rcache.RCache` for the configured connection (created once).
+    ``wait=True``: the one for ``LOOKUP ... WAIT`` (socket timeout + ``LEASE_WAIT``)."""
+    s = get_settings()
+    w = _needs_wait_client(s, wait)
+    c = _clients.get(w)
     if c is None:
         with _lock:
-            c = _client
+            c = _clients.get(w)
             if c is None:
-                c = _client = RCache(_connect(get_settings()))
+                c = _clients[w] = RCache(_connect(s, w))
     return c
 
 
-def get_async_client() -> Optional[AsyncRCache]:
+def get_async_client(wait: bool = False) -> Optional[AsyncRCache]:
     """The :class:`rcache.AsyncRCache` (``redis.asyncio``) of the running event loop,
     or ``None`` with ``CACHE_ALIAS`` (django-redis has no asyncio connection: the
     sync client is then used in a thread)."""
@@ -230,11 +244,12 @@ def get_async_client() -> Optional[AsyncRCache]:
     s = get_settings()
     if s.cache_alias:
         return None
-    loop = asyncio.get_running_loop()
-    c = _async_clients.get(loop)
+    w = _needs_wait_client(s, wait)
+    # A redis.asyncio connection belongs to the loop that opened it.
+    per_loop = _async_clients.setdefault(asyncio.get_running_loop(), {})
+    c = per_loop.get(w)
     if c is None:
-        # A redis.asyncio connection belongs to the loop that opened it.
-        c = _async_clients[loop] = AsyncRCache(_connect_async(s))
+        c = per_loop[w] = AsyncRCache(_connect_async(s, w))
     return c
 
 
@@ -264,16 +279,18 @@ def get_warnings() -> WarningLimiter:
 
 def reset() -> None:
     """Forget the settings, the connections and the breaker (re-read on next use)."""
-    global _settings, _client, _breaker, _warnings
+    global _settings, _breaker, _warnings
     with _lock:
-        old, _client, old_settings, _settings = _client, None, _settings, None
+        old, old_settings, _settings = list(_clients.values()), _settings, None
+        _clients.clear()
         _breaker = _warnings = None
         _async_clients.clear()
-    # Close only a connection we made; a django-redis alias' pool belongs to django-redis.
-    owned = old_settings is not None and not old_settings.cache_alias
-    if old is not None and owned and hasattr(old.conn, "close"):
+    # Close only connections we made; a django-redis alias' pool belongs to django-redis.
+    if old_settings is None or old_settings.cache_alias:
+        return
+    for client in old:
         try:
-            old.conn.close()
+            client.conn.close()
         except Exception:  # pragma: no cover - best effort
             pass
 

@@ -16,12 +16,12 @@ its own options).  Under ASGI, Django runs these two in a thread (they are sync)
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.deprecation import MiddlewareMixin
 
-from ._pages import HANDLED_ATTR, Options, start_sync
+from ._pages import HANDLED_ATTR, Finish, Options, start_sync
 from .conf import Settings, get_settings
 
 _FINISH_ATTR = "_rcache_site_finish"
@@ -54,7 +54,7 @@ class UpdateCacheMiddleware(MiddlewareMixin):
     """First in ``MIDDLEWARE``: store the response once every other middleware has run."""
 
     def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
-        finish: Optional[Callable[[Any], Any]] = request.__dict__.pop(_FINISH_ATTR, None)
+        finish: Optional[Finish] = request.__dict__.pop(_FINISH_ATTR, None)
         if finish is None or request.__dict__.get(HANDLED_ATTR):
             return response
         result: HttpResponseBase = finish(response)
