@@ -468,8 +468,10 @@ def answer(plan: Plan, request: HttpRequest, found: Lookup) -> Optional[HttpResp
             return _bodiless_not_modified(plan, found.etag)
         return _entry_response(plan, request, found, "HIT")
     swr = plan.options.stale_while_revalidate
-    if found.state == "STALE" and found.lease is None and swr is not None and _stale_for(plan, found) <= swr:
+    leases = plan.settings.lease_time is not None
+    if found.state == "STALE" and leases and found.lease is None and swr is not None and _stale_for(plan, found) <= swr:
         # Another request holds the lease and re-renders: this one gets the stale copy now.
+        # (Without leases nobody would be re-rendering, so every request renders.)
         return _entry_response(plan, request, found, "STALE")
     return None
 

@@ -41,5 +41,6 @@ urlpatterns = [
     path("fragment/", views.fragment, name="fragment"),
     path("login-as/<str:name>/", views.login_as, name="login-as"),
     path("set-title/<int:pk>/<str:title>/", views.set_title, name="set-title"),
+    path("flaky/", views.flaky, name="flaky"),
     path("admin/", admin.site.urls),
 ]

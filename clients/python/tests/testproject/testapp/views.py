@@ -316,3 +316,16 @@ def set_title(request, pk, title):
     a.title = title
     a.save()
     return HttpResponse("saved")
+
+
+FAIL = {"mode": ""}  # "raise" or "500": how flaky() fails
+
+
+@cache_path(1, stale_if_error=60, tags=["flaky"])
+def flaky(request):
+    CALLS["flaky"] += 1
+    if FAIL["mode"] == "raise":
+        raise RuntimeError("database is down")
+    if FAIL["mode"] == "500":
+        return HttpResponse("oops", status=503)
+    return HttpResponse(f"flaky render {CALLS['flaky']}")
