@@ -37,10 +37,10 @@ if ((${#missing[@]})); then
     pip_install "${missing[@]}"
 fi
 
-# The package itself, editable, unless this checkout's copy is already what imports.
-if [[ "$("$py" -c 'import rcache, os; print(os.path.dirname(os.path.dirname(os.path.realpath(rcache.__file__))))' 2>/dev/null || true)" != "$(realpath "$here")" ]]; then
-    pip_install --no-deps -e "$here"
-fi
+# The package is imported from this checkout (tests/conftest.py puts it first on
+# sys.path; PYTHONPATH for mypy and the test servers), never installed: several
+# checkouts may run their tests at once on one machine.
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 
 if [[ ! -f "$RCACHE_MODULE" ]]; then
     echo "run-tests.sh: warning: $RCACHE_MODULE does not exist; the server tests will fail" >&2

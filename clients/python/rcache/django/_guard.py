@@ -24,6 +24,8 @@ class Breaker:
         self._consecutive = 0
         self._open_until: Optional[float] = None
         self._probing = False
+        self.failed_calls = 0  # totals, for monitoring: calls that failed / calls skipped
+        self.skipped_calls = 0
 
     def allow(self) -> bool:
         """May a call go to Redis now?  (Takes the probe slot when the breaker is half-open.)"""
@@ -31,6 +33,7 @@ class Breaker:
             if self._open_until is None:
                 return True
             if self._probing or time.monotonic() < self._open_until:
+                self.skipped_calls += 1
                 return False
             self._probing = True
             return True
@@ -44,6 +47,7 @@ class Breaker:
     def failure(self) -> bool:
         """Record a failed call; True when this failure opened (or re-opened) the breaker."""
         with self._lock:
+            self.failed_calls += 1
             self._consecutive += 1
             probe_failed = self._probing
             self._probing = False

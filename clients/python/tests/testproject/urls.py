@@ -42,5 +42,6 @@ urlpatterns = [
     path("login-as/<str:name>/", views.login_as, name="login-as"),
     path("set-title/<int:pk>/<str:title>/", views.set_title, name="set-title"),
     path("flaky/", views.flaky, name="flaky"),
+    path("breaker/", views.breaker_stats, name="breaker"),
     path("admin/", admin.site.urls),
 ]

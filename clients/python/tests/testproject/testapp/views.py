@@ -329,3 +329,11 @@ def flaky(request):
     if FAIL["mode"] == "500":
         return HttpResponse("oops", status=503)
     return HttpResponse(f"flaky render {CALLS['flaky']}")
+
+
+def breaker_stats(request):
+    """Test-only: this server process' circuit breaker counters."""
+    from rcache.django.conf import get_breaker
+
+    b = get_breaker()
+    return JsonResponse({"failed": b.failed_calls, "skipped": b.skipped_calls})
