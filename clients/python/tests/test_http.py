@@ -108,9 +108,12 @@ def db() -> Iterator[Path]:
         yield path
 
 
+LEASES = {"LEASE_TIME": 10, "LEASE_WAIT": 5, "SOCKET_TIMEOUT": 1}
+
+
 @pytest.fixture(scope="module", params=["gunicorn", "uvicorn"])
 def site(request: pytest.FixtureRequest, db: Path, redis_server: RedisServer) -> Iterator[Site]:
-    with serving(request.param, db, redis_server.url) as s:
+    with serving(request.param, db, redis_server.url, LEASES) as s:
         yield s
 
 
@@ -167,6 +170,43 @@ def test_async_class_views(site: Site, r: Any) -> None:
     assert mine.status == 200 and mine.body == b"async on class, user=carol"
     assert mine.headers["x-rcache"] == "BYPASS auth"
     assert site.get("/async-on-class/").body == b"async on class, user=anonymous"
+
+
+# -- leases: one render per miss, never a stale refill -------------------------------------
+
+
+def _slow_url(site: Site) -> str:
+    # uvicorn runs sync views one at a time (Django's thread_sensitive executor): the
+    # async view is the one 50 concurrent requests can all reach at once there.
+    return "/slow-async/" if site.kind == "uvicorn" else "/slow/"
+
+
+def test_fifty_concurrent_misses_render_once(site: Site, db: Path, r: Any) -> None:
+    article(db, "stampede")
+    url = _slow_url(site) + "?delay=1"
+    responses = parallel(50, lambda i: site.get(url))
+    assert {resp.status for resp in responses} == {200}
+    assert len({resp.body for resp in responses}) == 1
+    assert int(r.get("renders:slow") or 0) == 1, [resp.headers.get("x-rcache") for resp in responses]
+    states = sorted(resp.headers["x-rcache"] for resp in responses)
+    assert states.count("MISS") == 1 and states.count("HIT") == 49
+
+
+def test_a_save_during_a_render_is_never_overwritten_by_it(site: Site, db: Path, r: Any) -> None:
+    pk = article(db, "old")
+    url = _slow_url(site) + "?delay=1.5"
+    started = time.monotonic()
+    holder: List[Response] = []
+    t = threading.Thread(target=lambda: holder.append(site.get(url)))
+    t.start()
+    time.sleep(0.5)  # the render has read the old title and is still working
+    assert site.get(f"/set-title/{pk}/new/").body == b"saved"  # purge_on_save purges the "articles" tag
+    t.join(30)
+    assert time.monotonic() - started >= 1.5
+    assert b"old" in holder[0].body and holder[0].headers["x-rcache"] == "BYPASS invalidated"
+    after = site.get(url)
+    assert b"new" in after.body and b"old" not in after.body, after.body
+    assert after.headers["x-rcache"] == "MISS"
 
 
 # -- a hung Redis -------------------------------------------------------------------------

@@ -43,5 +43,8 @@ urlpatterns = [
     path("set-title/<int:pk>/<str:title>/", views.set_title, name="set-title"),
     path("flaky/", views.flaky, name="flaky"),
     path("breaker/", views.breaker_stats, name="breaker"),
+    path("slow-async/", views.slow_async, name="slow-async"),
+    path("purged-while-rendering/", views.purged_while_rendering, name="purged-while-rendering"),
+    path("swr/", views.swr, name="swr"),
     path("admin/", admin.site.urls),
 ]

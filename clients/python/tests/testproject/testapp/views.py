@@ -265,9 +265,9 @@ def api_shared(request):
     return JsonResponse({"shared": True})
 
 
-@cache_path(60, tags=["slow"])
+@cache_path(60, tags=["slow", "articles"])
 def slow(request):
-    """Renders slowly (RENDER_SECONDS) from the database; counts renders in Redis
+    """Renders slowly (?delay= seconds) from the database; counts renders in Redis
     (RENDER_COUNTER_URL) so renders in several server processes add up."""
     import os
     import time
@@ -276,7 +276,7 @@ def slow(request):
 
     CALLS["slow"] += 1
     titles = [a.title for a in Article.objects.order_by("pk")]  # read before the wait
-    time.sleep(float(os.environ.get("RENDER_SECONDS", "0")))
+    time.sleep(float(request.GET.get("delay", "0")))
     url = os.environ.get("RENDER_COUNTER_URL")
     if url:
         _redis.Redis.from_url(url).incr("renders:slow")
@@ -337,3 +337,39 @@ def breaker_stats(request):
 
     b = get_breaker()
     return JsonResponse({"failed": b.failed_calls, "skipped": b.skipped_calls})
+
+
+@cache_path(60, tags=["slow", "articles"])
+async def slow_async(request):
+    """slow() for ASGI: an async view, so uvicorn runs 50 of them at once."""
+    import asyncio
+    import os
+
+    import redis.asyncio as aredis
+
+    CALLS["slow_async"] += 1
+    titles = [a.title async for a in Article.objects.order_by("pk")]
+    await asyncio.sleep(float(request.GET.get("delay", "0")))
+    url = os.environ.get("RENDER_COUNTER_URL")
+    if url:
+        conn = aredis.Redis.from_url(url)
+        await conn.incr("renders:slow")
+        await conn.aclose()
+    return HttpResponse("slow: " + ",".join(titles))
+
+
+@cache_path(60)
+def purged_while_rendering(request):
+    """Renders, then a save elsewhere purges this page before the render is stored."""
+    from rcache.django import purge
+
+    CALLS["purged_while_rendering"] += 1
+    body = f"render {CALLS['purged_while_rendering']}"
+    purge(request.path)
+    return HttpResponse(body)
+
+
+@cache_path(60, stale_while_revalidate=60)
+def swr(request):
+    CALLS["swr"] += 1
+    return HttpResponse(f"swr render {CALLS['swr']}")
