@@ -151,6 +151,8 @@ def _load() -> Settings:
         and float(conf["PURGE_WAIT_TIMEOUT"]) >= float(conf["SOCKET_TIMEOUT"])
     ):
         raise ImproperlyConfigured("settings.RCACHE['PURGE_WAIT_TIMEOUT'] must be shorter than SOCKET_TIMEOUT")
+    if conf["PURGE_WAIT_REPLICAS"] and conf["CLUSTER"]:
+        raise ImproperlyConfigured("settings.RCACHE: PURGE_WAIT_REPLICAS is not available with CLUSTER")
     return Settings(
         url=conf["URL"],
         cache_alias=conf["CACHE_ALIAS"],
