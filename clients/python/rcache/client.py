@@ -485,6 +485,9 @@ class AsyncRCache:
         reply = await self.conn.execute_command(*_lookup_args(path, query, vary, if_none_match, lease, wait))
         return parse_lookup(reply)
 
+    async def delete(self, path: Bytesish, query: Optional[Query] = None, vary: Optional[Vary] = None) -> int:
+        return int(await self.conn.execute_command("RCACHE.DEL", _b(path), *_variant_args(query, vary)))
+
     async def purge(self, prefix: Bytesish, exact: bool = False) -> int:
         return int(await self.conn.execute_command(*_purge_args("RCACHE.PURGE", prefix, exact)))
 

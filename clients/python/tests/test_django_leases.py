@@ -78,3 +78,48 @@ def test_a_waiter_is_answered_by_the_holders_render(client: Client, cache: rcach
     t.join(10)
     assert results and results[0].content == b"rendered by the holder" and results[0]["X-RCache"] == "HIT"
     assert CALLS["lang"] == 0
+
+
+def test_an_uncacheable_page_does_not_make_requests_wait(client: Client, cache: rcache.RCache) -> None:
+    # The first render finds the page cannot be stored (a CSRF token): it leaves a pass
+    # marker with its lease, so the next requests neither wait nor take a lease.
+    assert client.get("/csrf/")["X-RCache"] == "BYPASS csrf"
+    start = time.monotonic()
+    assert [Client().get("/csrf/")["X-RCache"] for _ in range(3)] == ["BYPASS pass"] * 3
+    assert time.monotonic() - start < 1.0
+    assert CALLS["csrf"] == 4
+    assert cache.lookup("/csrf/", vary=PAGE_VARY).lease is None  # nobody holds a lease
+
+
+def test_concurrent_requests_for_an_uncacheable_page_are_not_serialised() -> None:
+    import threading
+
+    barrier = threading.Barrier(6)
+    seen = []
+
+    def one() -> None:
+        barrier.wait()
+        start = time.monotonic()
+        seen.append((Client().get("/csrf/")["X-RCache"], time.monotonic() - start))
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(sec < 3.0 for _, sec in seen), seen  # LEASE_WAIT is 5 s
+    assert CALLS["csrf"] == 6
+
+
+def test_a_failed_render_releases_its_lease(client: Client, cache: rcache.RCache) -> None:
+    from testproject.testapp import views
+
+    views.FAIL["mode"] = "raise"
+    try:
+        with pytest.raises(RuntimeError):
+            client.get("/flaky/")
+    finally:
+        views.FAIL["mode"] = ""
+    start = time.monotonic()
+    assert client.get("/flaky/")["X-RCache"] == "MISS"  # took the lease at once
+    assert time.monotonic() - start < 1.0

@@ -63,6 +63,7 @@ def test_hung_redis_costs_one_timeout_per_interval(hung_redis: RedisServer, capl
     assert 2 <= breaker.failed_calls <= 2 + 3, breaker.failed_calls
     assert breaker.skipped_calls == requests - breaker.failed_calls
     assert requests > 3 * breaker.failed_calls
+    assert CALLS["lang"] == requests  # every request was answered by the view
     warnings = [rec.getMessage() for rec in caplog.records]
     # One warning per kind and interval, with the exception's message.
     assert len(warnings) == 2, warnings

@@ -52,6 +52,13 @@ LANGUAGE_VARY = ":language"
 TIMEZONE_VARY = ":timezone"
 
 
+# "Hit-for-pass": stored in place of a page whose responses cannot be cached, so the
+# requests waiting on its lease wake at once and later ones skip the lease for a while.
+PASS_MARKER = b"RCHP"
+# Reasons that belong to the page (every render would have them), not to one request.
+_PAGE_REASONS = frozenset({"status", "streaming", "no-store", "private", "cookie", "csrf", "vary", "not-a-response"})
+
+
 class RedisFailed(Exception):
     """A Redis call failed (or the breaker skipped it) and fail-open swallowed it."""
 
@@ -150,6 +157,7 @@ class Plan:
     authorization: bool = False
     if_none_match: Optional[bytes] = None  # sent as IFNONEMATCH (one validator, HTTP-parsed)
     found: Optional[Lookup] = None  # what LOOKUP answered
+    passed: bool = False  # the entry is a pass marker: render, do not store
 
 
 def timeout_seconds(timeout: Timeout, default: Optional[float]) -> Optional[float]:
@@ -463,6 +471,9 @@ def _stale_for(plan: Plan, found: Lookup) -> float:
 def answer(plan: Plan, request: HttpRequest, found: Lookup) -> Optional[HttpResponseBase]:
     """The response for a request whose entry was looked up, or ``None`` to run the view."""
     plan.found = found
+    if found.value == PASS_MARKER:
+        plan.passed = True
+        return None
     if found.state == "FRESH":
         if found.value is None and found.etag is not None:
             return _bodiless_not_modified(plan, found.etag)
@@ -620,16 +631,54 @@ class Finish:
         """The stale copy to answer with instead of raising ``exc``, if there is one."""
         if self.plan is None or self.reason is not None:
             return None
-        return stale_fallback(self.plan, self.request, f"the view raised {type(exc).__name__}: {exc}")
+        stale = stale_fallback(self.plan, self.request, f"the view raised {type(exc).__name__}: {exc}")
+        if stale is None:
+            _settle_sync(self.plan, "exception")
+        return stale
+
+
+def _settlement(plan: Plan, reason: str) -> Optional[str]:
+    """What to do with a lease we hold on a miss when we do not store: ``"pass"`` (store
+    the pass marker: waiters wake now, later requests skip the lease for LEASE_TIME),
+    ``"release"`` (DEL: the next request takes the lease) -- or ``None`` (no lease held,
+    or a stale entry, which nobody waits on)."""
+    found = plan.found
+    if found is None or found.lease is None or found.state != "MISS":
+        return None
+    return "pass" if reason in _PAGE_REASONS else "release"
+
+
+def _settle_sync(plan: Plan, reason: str) -> None:
+    action = _settlement(plan, reason)
+    if action is None:
+        return
+    client, lease = get_client(), plan.found.lease if plan.found else None
+    try:
+        if action == "pass":
+            call(
+                f"set of {plan.path!r}",
+                lambda: client.set(plan.path, PASS_MARKER, ttl=plan.settings.lease_time, query=plan.query, vary=plan.vary, lease=lease),
+            )
+        else:
+            call(f"release of {plan.path!r}", lambda: client.delete(plan.path, query=plan.query, vary=plan.vary))
+    except RedisFailed:
+        pass  # the lease runs out by itself
+
+
+def _bypass_settled(plan: Plan, response: Any, reason: str) -> Any:
+    _settle_sync(plan, reason)
+    return bypass(response, reason)
 
 
 def _write_sync(plan: Plan, request: HttpRequest, response: Any) -> Any:
+    if plan.passed:
+        return bypass(response, "pass")
     reason = store_reason(plan, request, response, is_authenticated(request))
     if reason:
-        return bypass(response, reason)
+        return _bypass_settled(plan, response, reason)
     w = prepare_write(plan, request, response)
     if isinstance(w, str):
-        return bypass(response, w)
+        return _bypass_settled(plan, response, w)
     try:
         ok = call(f"set of {plan.path!r}", lambda: get_client().set(plan.path, w.value, **w.args(plan)))
     except RedisFailed:
@@ -682,11 +731,32 @@ async def handle_async(
         return resp
     if request.method != "GET":
         return bypass(await _await(view()), "head")
+    writer = get_async_client()
+
+    async def settle(reason: str) -> None:
+        action = _settlement(p, reason)
+        if action is None:
+            return
+        if writer is None:
+            return await sync_to_async(_settle_sync)(p, reason)
+        lease = p.found.lease if p.found else None
+        try:
+            if action == "pass":
+                await acall(
+                    f"set of {p.path!r}",
+                    lambda: writer.set(p.path, PASS_MARKER, ttl=p.settings.lease_time, query=p.query, vary=p.vary, lease=lease),
+                )
+            else:
+                await acall(f"release of {p.path!r}", lambda: writer.delete(p.path, query=p.query, vary=p.vary))
+        except RedisFailed:
+            pass  # the lease runs out by itself
+
     try:
         response = await _await(view())
     except Exception as exc:
         stale = stale_fallback(p, request, f"the view raised {type(exc).__name__}: {exc}")
         if stale is None:
+            await settle("exception")
             raise
         return stale
     stale = _failed_view(p, request, response)
@@ -695,14 +765,14 @@ async def handle_async(
     if _unrendered(response):
         response.add_post_render_callback(lambda r: _write_sync(p, request, r))  # runs in Django's render thread
         return response
+    if p.passed:
+        return bypass(response, "pass")
     authenticated = not options.cache_authenticated and await ais_authenticated(request)
     reason = store_reason(p, request, response, authenticated)
-    if reason:
-        return bypass(response, reason)
-    w = prepare_write(p, request, response)
+    w = reason if reason is not None else prepare_write(p, request, response)
     if isinstance(w, str):
+        await settle(w)
         return bypass(response, w)
-    writer = get_async_client()
 
     async def write() -> Any:
         if writer is None:
