@@ -212,3 +212,19 @@ def test_admin_purge_cached_pages_action(client: Client) -> None:
     assert r.status_code == 200 and b"Purged 2 cached page(s)." in r.content
     assert client.get(f"/articles/{a.pk}/")["X-RCache"] == "MISS"
     assert client.get("/articles/")["X-RCache"] == "MISS"  # tagged "articles"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"PURGE_WAIT_REPLICAS": 1, "PURGE_WAIT_TIMEOUT": 1.0, "SOCKET_TIMEOUT": 0.5}, "shorter than SOCKET_TIMEOUT"),
+        ({"PURGE_WAIT_REPLICAS": 1, "CLUSTER": True}, "not available with CLUSTER"),
+        ({"NO_SUCH_SETTING": 1}, "unknown key"),
+    ],
+)
+def test_bad_settings_are_refused(settings, extra: Dict[str, object], message: str) -> None:  # type: ignore[no-untyped-def]
+    from django.core.exceptions import ImproperlyConfigured
+
+    settings.RCACHE = {**settings.RCACHE, **extra}
+    with pytest.raises(ImproperlyConfigured, match=message):
+        rdj.get_settings()

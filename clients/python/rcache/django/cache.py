@@ -57,6 +57,9 @@ class RCacheBackend(BaseCache):
             self._client = RCache(redis.Redis.from_url(self._url, **self._conn_kwargs))
         return self._client
 
+    def validate_key(self, key: str) -> None:
+        """Any key works (it is percent-encoded into the path): no memcached warnings."""
+
     def _path(self, key: Any, version: Optional[int]) -> str:
         segment = quote(self.make_and_validate_key(key, version=version), safe="")
         path = f"{self._prefix}/{segment}"
