@@ -248,7 +248,7 @@ proptest! {
         let (lookup, big) = largest_allocation(|| args::parse_lookup(&argv, &LIMITS));
         prop_assert!(big <= bound, "parse_lookup allocated {big}");
         if let Ok(l) = lookup {
-            prop_assert!(path_ok(l.path, LIMITS.max_path_len));
+            prop_assert!(path_ok(l.path, path::MAX_PATH_LEN));
             prop_assert!(l.variant.vary.len() <= LIMITS.max_vary);
             for ms in [l.lease_ms, l.wait_ms].into_iter().flatten() {
                 prop_assert!((1..=3_600_000).contains(&ms));
@@ -259,16 +259,16 @@ proptest! {
             let (got, big) = largest_allocation(|| args::parse_get(command, &argv, &LIMITS));
             prop_assert!(big <= bound, "{command} allocated {big}");
             if let Ok(g) = got {
-                prop_assert!(path_ok(g.path, LIMITS.max_path_len));
+                prop_assert!(path_ok(g.path, path::MAX_PATH_LEN));
                 prop_assert!(g.variant.vary.len() <= LIMITS.max_vary);
                 let _ = g.variant.variant();
             }
         }
 
-        let (purge, big) = largest_allocation(|| args::parse_purge("rcache.purge", &argv, &LIMITS));
+        let (purge, big) = largest_allocation(|| args::parse_purge("rcache.purge", &argv));
         prop_assert!(big <= bound, "parse_purge allocated {big}");
         if let Ok(p) = purge {
-            prop_assert!(path_ok(p.prefix, LIMITS.max_path_len));
+            prop_assert!(path_ok(p.prefix, path::MAX_PATH_LEN));
             prop_assert_eq!(p.exact, argv.len() == 2);
         }
 
@@ -279,12 +279,12 @@ proptest! {
             prop_assert!(argv.iter().all(|a| tags.contains(a)), "every tag sent is kept");
         }
 
-        let (list, big) = largest_allocation(|| args::parse_list(&argv, &LIMITS));
+        let (list, big) = largest_allocation(|| args::parse_list(&argv));
         prop_assert!(big <= bound, "parse_list allocated {big}");
         if let Ok(l) = list {
-            prop_assert!(path_ok(l.prefix, LIMITS.max_path_len));
+            prop_assert!(l.prefix.is_empty() || path_ok(l.prefix, path::MAX_PATH_LEN));
             prop_assert!((1..=MAX_LIST_COUNT).contains(&l.count));
-            prop_assert!(l.after.is_none_or(|a| path_ok(a, LIMITS.max_path_len)));
+            prop_assert!(l.after.is_none_or(|a| path_ok(a, path::MAX_PATH_LEN)));
         }
     }
 

@@ -420,7 +420,8 @@ class RCache:
         after: Optional[Bytesish] = None,
     ) -> Any:
         """``RCACHE.LIST``: up to ``count`` (module default 100, max 10000) distinct
-        paths under ``prefix``, ascending, strictly after ``after``."""
+        paths under ``prefix``, ascending, strictly after ``after``. The empty
+        prefix ``""`` lists every path (the user needs access to every key)."""
         return self.conn.execute_command(*_list_args(prefix, count, after))
 
     def iter_paths(self, prefix: Bytesish = "/", page_size: int = 1000) -> Iterator[bytes]:
