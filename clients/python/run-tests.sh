@@ -7,7 +7,7 @@
 #   RCACHE_MODULE  the module to load (default: <repo>/target/release/librcache.so)
 #   REDIS_SERVER   the redis-server binary (default: redis-server)
 #   PYTHON         the interpreter (default: python3)
-# Extra arguments are passed to pytest (e.g. -k purge, -x).
+# Extra arguments are passed to pytest (e.g. -k purge, -x, or test files to run only those).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -50,4 +50,9 @@ cd "$repo"
 # The package is typed: mypy --strict (settings in pyproject.toml) before the tests.
 "$py" -m mypy --config-file clients/python/pyproject.toml clients/python/rcache
 # Settings come from clients/python/pyproject.toml ([tool.pytest.ini_options]).
-exec "$py" -m pytest -c clients/python/pyproject.toml --rootdir "$repo" -q -ra "$@" clients/python/tests tests/python
+# Test paths among the arguments replace the default ones.
+paths=(clients/python/tests tests/python)
+for arg in "$@"; do
+    if [[ -e "${arg%%::*}" ]]; then paths=(); break; fi
+done
+exec "$py" -m pytest -c clients/python/pyproject.toml --rootdir "$repo" -q -ra "$@" "${paths[@]}"

@@ -489,15 +489,28 @@ class AsyncRCache:
     async def delete(self, path: Bytesish, query: Optional[Query] = None, vary: Optional[Vary] = None) -> int:
         return int(await self.conn.execute_command("RCACHE.DEL", _b(path), *_variant_args(query, vary)))
 
+    async def key(self, path: Bytesish, query: Optional[Query] = None, vary: Optional[Vary] = None) -> Any:
+        return await self.conn.execute_command("RCACHE.KEY", _b(path), *_variant_args(query, vary))
+
     async def purge(self, prefix: Bytesish, exact: bool = False) -> int:
         return int(await self.conn.execute_command(*_purge_args("RCACHE.PURGE", prefix, exact)))
 
+    async def soft_purge(self, prefix: Bytesish, exact: bool = False) -> int:
+        return int(await self.conn.execute_command(*_purge_args("RCACHE.SOFTPURGE", prefix, exact)))
+
     async def purge_tag(self, *tags: Bytesish) -> int:
+        return await self._tag_command("RCACHE.PURGETAG", tags)
+
+    async def soft_purge_tag(self, *tags: Bytesish) -> int:
+        return await self._tag_command("RCACHE.SOFTPURGETAG", tags)
+
+    async def _tag_command(self, command: str, tags: Sequence[Bytesish]) -> int:
         if not tags:
             return 0
-        return int(
-            await self.conn.execute_command("RCACHE.PURGETAG", *(_b(t) for t in tags), **_cluster_kwargs(self.conn))
-        )
+        return int(await self.conn.execute_command(command, *(_b(t) for t in tags), **_cluster_kwargs(self.conn)))
+
+    async def wait(self, replicas: int, timeout: float) -> int:
+        return int(await self.conn.execute_command("WAIT", int(replicas), max(0, round(timeout * 1000))))
 
     async def list(
         self, prefix: Bytesish = "/", count: Optional[int] = None, after: Optional[Bytesish] = None

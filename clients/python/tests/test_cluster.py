@@ -118,3 +118,10 @@ def test_django_on_a_cluster(cluster: List[RedisServer], rc: redis.RedisCluster,
     r = client.get(url)
     assert r["X-RCache"] == "MISS" and r.content == b"<h1>changed</h1>"
     assert rdj.purge(url) == 1  # the page (the comments page went with the save)
+
+
+def test_info_on_a_cluster(cluster: List[RedisServer], rc: redis.RedisCluster) -> None:
+    cache = rcache.RCache(rc)
+    cache.set("{a}/1", b"x")
+    info = cache.info()
+    assert "entries" in info and isinstance(info["entries"], int)
