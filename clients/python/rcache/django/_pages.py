@@ -68,7 +68,11 @@ class RedisFailed(Exception):
 
 
 def _failed(s: Settings, what: str, exc: BaseException) -> RedisFailed:
-    opened = get_breaker().failure()
+    if isinstance(exc, redis.ResponseError):
+        opened = False  # an error reply (say, a tag the module refuses): Redis is reachable
+        get_breaker().success()
+    else:
+        opened = get_breaker().failure()
     if s.log_ignored_exceptions:
         msg = f"rcache: {what} failed, continuing without the cache: {type(exc).__name__}: {exc}"
         if opened:
@@ -90,6 +94,9 @@ def call(what: str, fn: Callable[[], V], *, breaker: bool = True) -> V:
         result = fn()
     except (redis.RedisError, OSError) as exc:
         raise _failed(s, what, exc) from exc
+    except BaseException:
+        get_breaker().success()  # not about reaching Redis; frees a probe slot
+        raise
     get_breaker().success()
     return result
 
@@ -105,6 +112,9 @@ async def acall(what: str, fn: Callable[[], Any]) -> Any:
         result = await fn()
     except (redis.RedisError, OSError, asyncio.TimeoutError) as exc:
         raise _failed(s, what, exc) from exc
+    except BaseException:
+        get_breaker().success()  # not about reaching Redis (e.g. cancelled); frees a probe slot
+        raise
     get_breaker().success()
     return result
 
