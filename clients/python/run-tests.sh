@@ -22,14 +22,16 @@ pip_install() {
 
 # Python dependencies (pinned), only when missing.
 missing=()
-need() { "$py" -c "import $1" 2>/dev/null || missing+=("$2"); }
+need() {  # need <distribution> <pinned requirement>
+    "$py" -c "import importlib.metadata as m, sys; m.version(sys.argv[1])" "$1" 2>/dev/null || missing+=("$2")
+}
 need redis "redis==5.3.1"
 need pytest "pytest==9.2.0"
-need pytest_django "pytest-django==4.14.0"
-need django "Django==5.2.19"
-need django_redis "django-redis==7.0.0"
+need pytest-django "pytest-django==4.14.0"
+need Django "Django==5.2.19"
+need django-redis "django-redis==7.0.0"
 need mypy "mypy==1.15.0"
-need django_stubs_ext "django-stubs==5.2.0"
+need django-stubs "django-stubs==5.2.0"
 need gunicorn "gunicorn==23.0.0"
 need uvicorn "uvicorn==0.34.0"
 if ((${#missing[@]})); then
