@@ -24,7 +24,7 @@ from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.utils.encoding import escape_uri_path
 from django.utils.http import parse_etags
 
-from ..client import Lookup, path_error
+from ..client import Lookup, _set_args, _variant_args, path_error
 from ..httpformat import FormatError, StoredResponse, etag_of
 from .conf import Settings, get_async_client, get_breaker, get_client, get_settings, get_warnings
 
@@ -647,32 +647,29 @@ class Finish:
         return stale
 
 
-def _settlement(plan: Plan, reason: str) -> Optional[str]:
-    """What to do with a lease we hold on a miss when we do not store: ``"pass"`` (store
-    the pass marker: waiters wake now, later requests skip the lease for LEASE_TIME),
-    ``"release"`` (DEL: the next request takes the lease) -- or ``None`` (no lease held,
-    or a stale entry, which nobody waits on)."""
+def _settlement(plan: Plan, reason: str) -> Optional[List[Any]]:
+    """The command that settles a lease we hold on a miss when we do not store: SET of
+    the pass marker with the lease (waiters wake now, later requests skip the lease for
+    LEASE_TIME) for a reason of the page, DEL (the next request takes the lease) for a
+    reason of this request -- or ``None`` (no lease held, or a stale entry, which nobody
+    waits on)."""
     found = plan.found
     if found is None or found.lease is None or found.state != "MISS":
         return None
-    return "pass" if reason in _PAGE_REASONS else "release"
+    if reason in _PAGE_REASONS:
+        return _set_args(
+            plan.path, PASS_MARKER, plan.settings.lease_time, plan.query, plan.vary, None, None, None, None, found.lease
+        )
+    return ["RCACHE.DEL", plan.path, *_variant_args(plan.query, plan.vary)]
 
 
 def _settle_sync(plan: Plan, reason: str) -> None:
-    action = _settlement(plan, reason)
-    if action is None:
-        return
-    client, lease = get_client(), plan.found.lease if plan.found else None
-    try:
-        if action == "pass":
-            call(
-                f"set of {plan.path!r}",
-                lambda: client.set(plan.path, PASS_MARKER, ttl=plan.settings.lease_time, query=plan.query, vary=plan.vary, lease=lease),
-            )
-        else:
-            call(f"release of {plan.path!r}", lambda: client.delete(plan.path, query=plan.query, vary=plan.vary))
-    except RedisFailed:
-        pass  # the lease runs out by itself
+    command = _settlement(plan, reason)
+    if command is not None:
+        try:
+            call(f"settling the lease of {plan.path!r}", lambda: get_client().conn.execute_command(*command))
+        except RedisFailed:
+            pass  # the lease runs out by itself
 
 
 def _bypass_settled(plan: Plan, response: Any, reason: str) -> Any:
@@ -744,20 +741,13 @@ async def handle_async(
     writer = get_async_client()
 
     async def settle(reason: str) -> None:
-        action = _settlement(p, reason)
-        if action is None:
+        command = _settlement(p, reason)
+        if command is None:
             return
         if writer is None:
             return await sync_to_async(_settle_sync)(p, reason)
-        lease = p.found.lease if p.found else None
         try:
-            if action == "pass":
-                await acall(
-                    f"set of {p.path!r}",
-                    lambda: writer.set(p.path, PASS_MARKER, ttl=p.settings.lease_time, query=p.query, vary=p.vary, lease=lease),
-                )
-            else:
-                await acall(f"release of {p.path!r}", lambda: writer.delete(p.path, query=p.query, vary=p.vary))
+            await acall(f"settling the lease of {p.path!r}", lambda: writer.conn.execute_command(*command))
         except RedisFailed:
             pass  # the lease runs out by itself
 
