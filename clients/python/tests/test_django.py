@@ -478,8 +478,13 @@ def test_async_views_under_asgi() -> None:
     from django.test import AsyncClient
 
     async def run() -> list:
+        from rcache.django.conf import aclose
+
         c = AsyncClient()
-        return [await c.get("/async/"), await c.get("/async/"), await c.get("/lang/"), await c.get("/lang/")]
+        try:
+            return [await c.get("/async/"), await c.get("/async/"), await c.get("/lang/"), await c.get("/lang/")]
+        finally:
+            await aclose()
 
     r1, r2, r3, r4 = asyncio.run(run())
     assert (r1["X-RCache"], r2["X-RCache"], r3["X-RCache"], r4["X-RCache"]) == ("MISS", "HIT", "MISS", "HIT")

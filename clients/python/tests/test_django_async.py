@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.test import AsyncClient, Client
 
 import rcache.django._pages as pages
+from rcache.django.conf import aclose
 from testproject.testapp.views import CALLS
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("rcache_site")]
@@ -31,7 +32,10 @@ def no_sync_redis(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_async_class_views_are_cached_under_asgi() -> None:
     async def run() -> List[Any]:
         c = AsyncClient()
-        return [await c.get(url) for url in ASYNC_URLS for _ in range(2)]
+        try:
+            return [await c.get(url) for url in ASYNC_URLS for _ in range(2)]
+        finally:
+            await aclose()
 
     responses = asyncio.run(run())
     for i, url in enumerate(ASYNC_URLS):
@@ -58,7 +62,10 @@ def test_logged_in_user_gets_their_page_not_a_500() -> None:
         c = AsyncClient()
         await c.aforce_login(user)
         anon = AsyncClient()
-        return [await c.get("/async-on-class/"), await anon.get("/async-on-class/"), await c.get("/async-on-class/")]
+        try:
+            return [await c.get("/async-on-class/"), await anon.get("/async-on-class/"), await c.get("/async-on-class/")]
+        finally:
+            await aclose()
 
     mine, anon, mine_again = asyncio.run(run())
     assert mine.status_code == 200 and mine.content == b"async on class, user=carol"

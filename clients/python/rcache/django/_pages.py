@@ -725,10 +725,10 @@ async def handle_async(
     if isinstance(plan, str):
         return bypass(await _await(view()), plan)
     p = plan
-    client = get_async_client(wait=True)
+    client = None if _own_loop(request) else get_async_client(wait=True)
     try:
         if client is None:
-            found = await acall(f"lookup of {p.path!r}", lambda: sync_to_async(_read_sync)(p, request))
+            found = await acall(f"lookup of {p.path!r}", lambda: _sync(request, _read_sync, p, request))
         else:
             found = await acall(f"lookup of {p.path!r}", lambda: client.lookup(p.path, **_lookup_kwargs(p, request)))
     except RedisFailed:
@@ -738,14 +738,14 @@ async def handle_async(
         return resp
     if request.method != "GET":
         return bypass(await _await(view()), "head")
-    writer = get_async_client()
+    writer = None if _own_loop(request) else get_async_client()
 
     async def settle(reason: str) -> None:
         command = _settlement(p, reason)
         if command is None:
             return
         if writer is None:
-            return await sync_to_async(_settle_sync)(p, reason)
+            return await _sync(request, _settle_sync, p, reason)
         try:
             await acall(f"settling the lease of {p.path!r}", lambda: writer.conn.execute_command(*command))
         except RedisFailed:
@@ -776,7 +776,7 @@ async def handle_async(
 
     async def write() -> Any:
         if writer is None:
-            return await sync_to_async(get_client().set)(p.path, w.value, **w.args(p))
+            return await _sync(request, get_client().set, p.path, w.value, **w.args(p))
         return await writer.set(p.path, w.value, **w.args(p))
 
     try:
@@ -789,6 +789,20 @@ async def handle_async(
 def _read_sync(plan: Plan, request: HttpRequest) -> Lookup:
     result: Lookup = get_client(wait=True).lookup(plan.path, **_lookup_kwargs(plan, request))
     return result
+
+
+def _own_loop(request: HttpRequest) -> bool:
+    """Under a WSGI server Django runs an async view in an event loop of its own: nothing
+    else runs on it, so the sync client (pooled connections) serves it directly --
+    a redis.asyncio connection would be opened, and abandoned, per request."""
+    return "wsgi.version" in request.META
+
+
+async def _sync(request: HttpRequest, fn: Callable[..., V], *args: Any, **kwargs: Any) -> V:
+    """Call the sync client: directly on a request's own loop, else in a thread (CACHE_ALIAS)."""
+    if _own_loop(request):
+        return fn(*args, **kwargs)
+    return await sync_to_async(fn)(*args, **kwargs)
 
 
 async def _await(result: Any) -> Any:

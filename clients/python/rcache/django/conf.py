@@ -255,6 +255,15 @@ def get_async_client(wait: bool = False) -> Optional[AsyncRCache]:
     return c
 
 
+async def aclose() -> None:
+    """Close the running event loop's ``redis.asyncio`` connections (e.g. at ASGI
+    lifespan shutdown, or at the end of ``asyncio.run``)."""
+    import asyncio
+
+    for c in _async_clients.pop(asyncio.get_running_loop(), {}).values():
+        await c.conn.aclose()
+
+
 def get_breaker() -> Breaker:
     global _breaker
     b = _breaker
