@@ -18,10 +18,13 @@ macro_rules! rm {
     ($f:ident($($arg:expr),* $(,)?)) => {
         match unsafe { raw::$f } {
             Some(f) => unsafe { f($($arg),*) },
-            None => missing_api(stringify!($f)),
+            None => $crate::ffi::missing_api(stringify!($f)),
         }
     };
 }
+
+mod blocking;
+pub use blocking::{callback_args, Blocked, TimerId};
 
 #[cold]
 fn missing_api(name: &str) -> ! {
@@ -49,6 +52,9 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_GetCurrentUserName, RedisModule_GetModuleUserFromUserName,
         RedisModule_FreeModuleUser, RedisModule_ACLCheckKeyPermissions, RedisModule_SelectDb,
         RedisModule_ScanCursorCreate, RedisModule_ScanCursorDestroy, RedisModule_Scan,
+        RedisModule_BlockClient, RedisModule_UnblockClient, RedisModule_GetBlockedClientPrivateData,
+        RedisModule_GetBlockedClientHandle, RedisModule_SetDisconnectCallback, RedisModule_CreateTimer,
+        RedisModule_StopTimer, RedisModule_ReplyWithError,
         RedisModule_GetExpire, RedisModule_ReplyWithArray, RedisModule_ReplyWithSimpleString,
         RedisModule_ReplyWithLongLong, RedisModule_MallocSize
     );
