@@ -243,7 +243,6 @@ def test_hung_redis_costs_one_timeout_per_interval(kind: str, db: Path) -> None:
         failed = after["failed"] - before["failed"]
         assert 3 <= failed <= 4 + 2 + 3, (failed, len(results))
         assert after["skipped"] - before["skipped"] >= len(results) - failed - 4
-        assert sorted(sec for _, sec in results)[len(results) // 2] < 0.2  # the median request is not slowed
         warnings = [line for line in s.log_text().splitlines() if line.startswith("rcache:")]
         assert 1 <= len(warnings) <= 2, warnings
         assert "TimeoutError: Timeout reading from" in warnings[0]  # the exception's message is kept

@@ -24,7 +24,7 @@ from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.utils.encoding import escape_uri_path
 from django.utils.http import parse_etags
 
-from ..client import Lookup, _set_args, _variant_args, path_error
+from ..client import AsyncRCache, Lookup, _set_args, _variant_args, path_error
 from ..httpformat import FormatError, StoredResponse, etag_of
 from .conf import Settings, get_async_client, get_breaker, get_client, get_settings, get_warnings
 
@@ -34,6 +34,7 @@ Timeout = Union[None, int, float, _dt.timedelta]
 
 TAGS_ATTR = "_rcache_tags"
 HANDLED_ATTR = "_rcache_handled"  # set by cache_path: the site middleware leaves the request alone
+SITE_ATTR = "_rcache_site_finish"  # the site middleware's Finish, from its lookup to its store
 
 # Headers never stored: per-connection, per-response, or set by us.
 _SKIP_HEADERS = frozenset(
@@ -594,7 +595,7 @@ def _unrendered(response: Any) -> bool:
     return hasattr(response, "add_post_render_callback") and not getattr(response, "is_rendered", True)
 
 
-def _lookup_kwargs(plan: Plan, request: HttpRequest) -> Dict[str, Any]:
+def _lookup_kwargs(plan: Plan, request: HttpRequest, wait: bool) -> Dict[str, Any]:
     s = plan.settings
     refill = request.method == "GET" and s.lease_time is not None  # a HEAD never stores
     return {
@@ -602,8 +603,15 @@ def _lookup_kwargs(plan: Plan, request: HttpRequest) -> Dict[str, Any]:
         "vary": plan.vary,
         "if_none_match": plan.if_none_match,
         "lease": s.lease_time if refill else None,
-        "wait": s.lease_wait if refill else None,
+        "wait": s.lease_wait if refill and wait else None,
     }
+
+
+def _must_wait(plan: Plan, request: HttpRequest, found: Lookup) -> bool:
+    """A miss whose lease another request holds: ask again, waiting for its render.
+    (Only then: a LOOKUP that may WAIT needs the long socket timeout, and a hung Redis
+    must cost the short one.)"""
+    return found.state == "MISS" and found.lease is None and _lookup_kwargs(plan, request, True)["wait"] is not None
 
 
 def _failed_view(plan: Plan, request: HttpRequest, response: Any) -> Optional[HttpResponseBase]:
@@ -614,6 +622,20 @@ def _failed_view(plan: Plan, request: HttpRequest, response: Any) -> Optional[Ht
 
 # ---------------------------------------------------------------------------
 # the sync and async paths
+
+
+def _inherit(request: HttpRequest, plan: Plan) -> Optional[Lookup]:
+    """The site middleware already looked this request up under the same key: take its
+    answer, and the lease that came with it, instead of a second LOOKUP (which would
+    wait on our own lease)."""
+    site = request.__dict__.get(SITE_ATTR)
+    other = site.plan if isinstance(site, Finish) else None
+    if other is None or other.found is None:
+        return None
+    if (other.path, other.query, sorted(other.vary)) != (plan.path, plan.query, sorted(plan.vary)):
+        return None
+    found, other.found = other.found, None
+    return found
 
 
 class Finish:
@@ -636,6 +658,12 @@ class Finish:
             response.add_post_render_callback(lambda r: _write_sync(plan, self.request, r))
             return response
         return _write_sync(plan, self.request, response)
+
+    def abandon(self) -> None:
+        """Someone else stores this response (a ``cache_path`` view under the site
+        middleware): end a lease we still hold on a miss."""
+        if self.plan is not None:
+            _settle_sync(self.plan, "abandoned")
 
     def error(self, exc: Exception) -> Optional[HttpResponseBase]:
         """The stale copy to answer with instead of raising ``exc``, if there is one."""
@@ -703,7 +731,7 @@ def start_sync(
         return None, Finish(None, request, plan)
     p = plan
     try:
-        found = call(f"lookup of {p.path!r}", lambda: _read_sync(p, request))
+        found = _inherit(request, p) or call(f"lookup of {p.path!r}", lambda: _read_sync(p, request))
     except RedisFailed:
         return None, Finish(None, request, "error")
     resp = answer(p, request, found)
@@ -725,12 +753,16 @@ async def handle_async(
     if isinstance(plan, str):
         return bypass(await _await(view()), plan)
     p = plan
-    client = None if _own_loop(request) else get_async_client(wait=True)
+    writer = None if _own_loop(request) else get_async_client()
+    waiting = None if _own_loop(request) else get_async_client(wait=True)
     try:
-        if client is None:
+        inherited = _inherit(request, p)
+        if inherited is not None:
+            found = inherited
+        elif writer is None or waiting is None:
             found = await acall(f"lookup of {p.path!r}", lambda: _sync(request, _read_sync, p, request))
         else:
-            found = await acall(f"lookup of {p.path!r}", lambda: client.lookup(p.path, **_lookup_kwargs(p, request)))
+            found = await acall(f"lookup of {p.path!r}", lambda: _aread(writer, waiting, p, request))
     except RedisFailed:
         return bypass(await _await(view()), "error")
     resp = answer(p, request, found)
@@ -738,7 +770,6 @@ async def handle_async(
         return resp
     if request.method != "GET":
         return bypass(await _await(view()), "head")
-    writer = None if _own_loop(request) else get_async_client()
 
     async def settle(reason: str) -> None:
         command = _settlement(p, reason)
@@ -787,8 +818,17 @@ async def handle_async(
 
 
 def _read_sync(plan: Plan, request: HttpRequest) -> Lookup:
-    result: Lookup = get_client(wait=True).lookup(plan.path, **_lookup_kwargs(plan, request))
-    return result
+    found: Lookup = get_client().lookup(plan.path, **_lookup_kwargs(plan, request, False))
+    if _must_wait(plan, request, found):
+        found = get_client(wait=True).lookup(plan.path, **_lookup_kwargs(plan, request, True))
+    return found
+
+
+async def _aread(client: AsyncRCache, waiting: AsyncRCache, plan: Plan, request: HttpRequest) -> Lookup:
+    found = await client.lookup(plan.path, **_lookup_kwargs(plan, request, False))
+    if _must_wait(plan, request, found):
+        found = await waiting.lookup(plan.path, **_lookup_kwargs(plan, request, True))
+    return found
 
 
 def _own_loop(request: HttpRequest) -> bool:

@@ -26,7 +26,7 @@ Everything is read from one dict, ``settings.RCACHE``::
         "QUERY_SORT": False,                # sort the query parameters in the key
         "NORMALIZE_ACCEPT_LANGUAGE": False, # key on the best of settings.LANGUAGES, not the raw header
         "MIDDLEWARE_OPTIONS": {},           # cache_path keyword arguments for the site middleware
-        "LEASE_TIME": None,                 # s: a miss takes a lease to refill the entry (None: no leases)
+        "LEASE_TIME": 10.0,                 # s: a miss takes a lease to refill the entry (None: no leases)
         "LEASE_WAIT": 5.0,                  # s: how long a request waits for another's render
     }
 
@@ -74,7 +74,7 @@ DEFAULTS: Dict[str, Any] = {
     "QUERY_SORT": False,
     "NORMALIZE_ACCEPT_LANGUAGE": False,
     "MIDDLEWARE_OPTIONS": {},
-    "LEASE_TIME": None,
+    "LEASE_TIME": 10.0,
     "LEASE_WAIT": 5.0,
 }
 

@@ -11,7 +11,8 @@ arguments)::
     ]
 
 A view decorated with ``cache_path`` is left to the decorator (stored once, with
-its own options).  Under ASGI, Django runs these two in a thread (they are sync).
+its own options; when both key the request alike, the decorator takes over the
+middleware's lookup and lease).  Under ASGI, Django runs these two in a thread (they are sync).
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from typing import Optional, Tuple
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.deprecation import MiddlewareMixin
 
-from ._pages import HANDLED_ATTR, Finish, Options, start_sync
+from ._pages import HANDLED_ATTR, SITE_ATTR, Finish, Options, start_sync
 from .conf import Settings, get_settings
 
-_FINISH_ATTR = "_rcache_site_finish"
 _cached: Optional[Tuple[Settings, Options]] = None
 
 
@@ -46,7 +46,7 @@ class FetchFromCacheMiddleware(MiddlewareMixin):
         response, finish = start_sync(_site_options(), request, (), {})
         if response is not None:
             return response
-        setattr(request, _FINISH_ATTR, finish)
+        setattr(request, SITE_ATTR, finish)
         return None
 
 
@@ -54,8 +54,11 @@ class UpdateCacheMiddleware(MiddlewareMixin):
     """First in ``MIDDLEWARE``: store the response once every other middleware has run."""
 
     def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
-        finish: Optional[Finish] = request.__dict__.pop(_FINISH_ATTR, None)
-        if finish is None or request.__dict__.get(HANDLED_ATTR):
+        finish: Optional[Finish] = request.__dict__.pop(SITE_ATTR, None)
+        if finish is None:
+            return response
+        if request.__dict__.get(HANDLED_ATTR):
+            finish.abandon()  # a cache_path view stored it, with its own options
             return response
         result: HttpResponseBase = finish(response)
         return result
