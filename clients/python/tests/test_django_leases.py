@@ -123,3 +123,13 @@ def test_a_failed_render_releases_its_lease(client: Client, cache: rcache.RCache
     start = time.monotonic()
     assert client.get("/flaky/")["X-RCache"] == "MISS"  # took the lease at once
     assert time.monotonic() - start < 1.0
+
+
+def test_a_stale_page_within_its_window_answers_if_none_match(client: Client, cache: rcache.RCache, caplog: pytest.LogCaptureFixture) -> None:
+    etag = client.get("/swr/")["ETag"]
+    rdj.purge("/swr/", soft=True)
+    assert cache.lookup("/swr/", vary=PAGE_VARY, lease=10).lease  # another request re-renders
+    with caplog.at_level("WARNING", logger="rcache.django"):
+        r = client.get("/swr/", HTTP_IF_NONE_MATCH=etag)
+    assert r.status_code == 304 and r["X-RCache"] == "STALE" and r["ETag"] == etag
+    assert not caplog.records and CALLS["swr"] == 1

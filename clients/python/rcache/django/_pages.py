@@ -460,7 +460,7 @@ def _entry_response(plan: Plan, request: HttpRequest, found: Lookup, label: str)
     return resp
 
 
-def _bodiless_not_modified(plan: Plan, etag: bytes) -> HttpResponseBase:
+def _bodiless_not_modified(plan: Plan, etag: bytes, label: str) -> HttpResponseBase:
     """A 304 from the module's ETag alone (the body was not fetched): the validators and
     the Vary/Cache-Control this view's options put on its responses."""
     resp = HttpResponseNotModified()
@@ -471,7 +471,7 @@ def _bodiless_not_modified(plan: Plan, etag: bytes) -> HttpResponseBase:
         patch_vary_headers(resp, vary)
     if o.max_age is not None:
         patch_cache_control(resp, max_age=o.max_age)
-    return _with_status(resp, plan.settings.status_header, "HIT")
+    return _with_status(resp, plan.settings.status_header, label)
 
 
 def _stale_for(plan: Plan, found: Lookup) -> float:
@@ -485,17 +485,19 @@ def answer(plan: Plan, request: HttpRequest, found: Lookup) -> Optional[HttpResp
     if found.value == PASS_MARKER:
         plan.passed = True
         return None
-    if found.state == "FRESH":
-        if found.value is None and found.etag is not None:
-            return _bodiless_not_modified(plan, found.etag)
-        return _entry_response(plan, request, found, "HIT")
     swr = plan.options.stale_while_revalidate
     leases = plan.settings.lease_time is not None
-    if found.state == "STALE" and leases and found.lease is None and swr is not None and _stale_for(plan, found) <= swr:
+    if found.state == "FRESH":
+        label = "HIT"
+    elif found.state == "STALE" and leases and found.lease is None and swr is not None and _stale_for(plan, found) <= swr:
         # Another request holds the lease and re-renders: this one gets the stale copy now.
         # (Without leases nobody would be re-rendering, so every request renders.)
-        return _entry_response(plan, request, found, "STALE")
-    return None
+        label = "STALE"
+    else:
+        return None
+    if found.value is None and found.etag is not None:  # IFNONEMATCH matched
+        return _bodiless_not_modified(plan, found.etag, label)
+    return _entry_response(plan, request, found, label)
 
 
 def stale_fallback(plan: Plan, request: HttpRequest, failure: str) -> Optional[HttpResponseBase]:
