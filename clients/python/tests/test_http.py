@@ -74,6 +74,9 @@ def serving(kind: str, db: Path, redis_url: str, options: Optional[Dict[str, Any
     if kind == "gunicorn":
         cmd = [sys.executable, "-m", "gunicorn", "testproject.wsgi:application", "-b", f"127.0.0.1:{port}",
                "-k", "gthread", "--threads", "8", "-w", "1", "--timeout", "120"]
+    elif kind == "gunicorn-sync":  # 3 processes, one request at a time each
+        cmd = [sys.executable, "-m", "gunicorn", "testproject.wsgi:application", "-b", f"127.0.0.1:{port}",
+               "-k", "sync", "-w", "3", "--timeout", "120"]
     else:
         cmd = [sys.executable, "-m", "uvicorn", "testproject.asgi:application", "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning"]
@@ -190,6 +193,13 @@ def test_fifty_concurrent_misses_render_once(site: Site, db: Path, r: Any) -> No
     assert int(r.get("renders:slow") or 0) == 1, [resp.headers.get("x-rcache") for resp in responses]
     states = sorted(resp.headers["x-rcache"] for resp in responses)
     assert states.count("MISS") == 1 and states.count("HIT") == 49
+
+
+def test_misses_in_several_processes_render_once(db: Path, redis_server: RedisServer, r: Any) -> None:
+    with serving("gunicorn-sync", db, redis_server.url, LEASES) as s:
+        responses = parallel(12, lambda i: s.get("/slow/?delay=1"))
+    assert {resp.status for resp in responses} == {200}
+    assert int(r.get("renders:slow") or 0) == 1, [resp.headers.get("x-rcache") for resp in responses]
 
 
 def test_a_save_during_a_render_is_never_overwritten_by_it(site: Site, db: Path, r: Any) -> None:
