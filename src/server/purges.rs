@@ -26,7 +26,7 @@ use redis_module::raw;
 use crate::core::config;
 use crate::core::entry::{self, Header};
 use crate::core::index::Stored;
-use crate::core::key::{entry_key, parse_entry_key};
+use crate::core::key::{entry_key, parse_entry_key, Variant};
 use crate::core::path::Coverage;
 use crate::core::purge::{self, PurgeRecord, Seen, Target};
 use crate::core::stats::STATS;
@@ -45,6 +45,9 @@ pub struct Job {
     /// False for a record read while loading: which loaded entries it covers is only
     /// known once every key is loaded.
     pub resolved: bool,
+    /// Variants of one path taken out of the index and not yet removed (a path may have
+    /// more than a slice can remove).
+    pub backlog: (Vec<u8>, Vec<Variant>),
 }
 
 /// Pending jobs, readable without the lock: the hot paths skip every check at 0.
@@ -143,7 +146,7 @@ pub fn start(ctx: Ctx, db: i32, prefix: &[u8], exact: bool) -> u64 {
     let hidden = store::with(|s| {
         let coverage = record.coverage().unwrap_or_else(|| Coverage::exact(prefix));
         let hid = s.db(db).hide_covered(id, &coverage) as u64;
-        s.add_job(Job { id, db, key, record, resolved: true });
+        s.add_job(Job { id, db, key, record, resolved: true, backlog: Default::default() });
         hid
     });
     wake(ctx);
@@ -167,7 +170,7 @@ pub fn record_event(ctx: Ctx, db: i32, key: &[u8], removed: bool) {
         if let (false, Some(coverage)) = (loading, record.coverage()) {
             s.db(db).hide_covered(id, &coverage);
         }
-        s.add_job(Job { id, db, key: key.to_vec(), record, resolved: !loading });
+        s.add_job(Job { id, db, key: key.to_vec(), record, resolved: !loading, backlog: Default::default() });
     });
     wake(ctx);
 }
@@ -241,20 +244,20 @@ fn run_slice(ctx: Ctx) {
     let mut longest = Duration::ZERO;
     while longest.is_zero() || started.elapsed() + longest <= budget {
         let batch_started = Instant::now();
-        let Some((db, record, batch)) = store::with(|s| s.take_batch(BATCH)) else { break };
+        let Some((db, record, path, batch)) = store::with(|s| s.take_batch(BATCH)) else { break };
         if !ctx.select_db(db) {
             break;
         }
         let mut deleted = Vec::with_capacity(batch.len());
-        for (path, variant) in &batch {
-            let key = ctx.string(&entry_key(path, variant));
+        for variant in &batch {
+            let key = ctx.string(&entry_key(&path, variant));
             let open = ctx.open_key(&key, true);
             // Only what the purge covers: a SET since then stored a newer entry here.
             let covered = open.kind() == KeyKind::String
                 && open
                     .string()
                     .and_then(|b| entry::header(b).ok())
-                    .is_some_and(|h| record.covers(path, &[], h.lifetime.stored_at_ms));
+                    .is_some_and(|h| record.covers(&path, &[], h.lifetime.stored_at_ms));
             if covered && open.delete() {
                 drop(open);
                 deleted.push(key);

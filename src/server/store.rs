@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex, TryLockError};
 
 use crate::core::index::DbIndex;
-use crate::core::key::Variant;
+use crate::core::key::{entry_key, Variant};
 use crate::server::leases::Leases;
 use crate::core::purge::PurgeRecord;
 use crate::server::purges::{self, Job};
@@ -63,24 +63,35 @@ impl State {
         self.jobs = kept;
         for job in gone {
             self.db(db).unhide(job.id);
+            // Out of the index, tags and all, and not removed: read them again.
+            let (path, variants) = job.backlog;
+            self.pending.extend(variants.iter().map(|v| (db, entry_key(&path, v))));
         }
         purges::set_job_count(self.jobs.len());
     }
 
-    /// Up to `n` entries the oldest resolved job with work left still hides, taken out
-    /// of the index, with the job's database and record.
-    pub fn take_batch(&mut self, n: usize) -> Option<(i32, PurgeRecord, Vec<(Vec<u8>, Variant)>)> {
+    /// Up to `n` entries (of one path) the oldest resolved job with work left still has
+    /// to remove, with the job's database and record. Out of the index from then on.
+    pub fn take_batch(&mut self, n: usize) -> Option<(i32, PurgeRecord, Vec<u8>, Vec<Variant>)> {
         let dbs = &mut self.dbs;
-        let job = self.jobs.iter().find(|j| j.resolved && dbs.get(&j.db).is_some_and(|d| d.hidden(j.id) > 0))?;
-        let batch = dbs.get_mut(&job.db)?.take_hidden(job.id, n);
-        Some((job.db, job.record.clone(), batch))
+        let job = self.jobs.iter_mut().find(|j| j.resolved && (!j.backlog.1.is_empty() || dbs.get(&j.db).is_some_and(|d| d.hidden(j.id) > 0)))?;
+        if job.backlog.1.is_empty() {
+            job.backlog = dbs.get_mut(&job.db)?.take_hidden(job.id)?;
+        }
+        let rest = job.backlog.1.len().saturating_sub(n);
+        let batch = job.backlog.1.split_off(rest);
+        Some((job.db, job.record.clone(), job.backlog.0.clone(), batch))
+    }
+
+    /// Entries a job still has to remove (INFO `purge_pending`).
+    fn pending_of(&self, job: &Job) -> u64 {
+        (job.backlog.1.len() + self.dbs.get(&job.db).map_or(0, |d| d.hidden(job.id))) as u64
     }
 
     /// The (db, record key) of every resolved job with nothing left, which are forgotten.
     pub fn take_done_jobs(&mut self) -> Vec<(i32, Vec<u8>)> {
-        let dbs = &self.dbs;
-        let (done, kept): (Vec<Job>, Vec<Job>) =
-            std::mem::take(&mut self.jobs).into_iter().partition(|j| j.resolved && dbs.get(&j.db).is_none_or(|d| d.hidden(j.id) == 0));
+        let done_ids: Vec<u64> = self.jobs.iter().filter(|j| j.resolved && self.pending_of(j) == 0).map(|j| j.id).collect();
+        let (done, kept): (Vec<Job>, Vec<Job>) = std::mem::take(&mut self.jobs).into_iter().partition(|j| done_ids.contains(&j.id));
         self.jobs = kept;
         purges::set_job_count(self.jobs.len());
         done.into_iter().map(|j| (j.db, j.key)).collect()
@@ -120,7 +131,7 @@ impl State {
     }
 
     pub fn totals(&self) -> Totals {
-        let purge_pending = self.jobs.iter().filter_map(|j| Some(self.dbs.get(&j.db)?.hidden(j.id) as u64)).sum();
+        let purge_pending = self.jobs.iter().map(|j| self.pending_of(j)).sum();
         self.dbs.values().fold(Totals { purge_pending, ..Totals::default() }, |t, d| Totals {
             entries: t.entries + d.paths.entries() as u64,
             paths: t.paths + d.paths.paths() as u64,

@@ -113,13 +113,14 @@ impl DbIndex {
         &mut self.hidden[at].1
     }
 
-    /// Up to `n` entries `job` hid, which leave the index: its unit of removal work.
-    pub fn take_hidden(&mut self, job: u64, n: usize) -> Vec<(Vec<u8>, Variant)> {
-        let Some(at) = self.hidden.iter().position(|(j, _)| *j == job) else { return Vec::new() };
-        let taken = self.hidden[at].1.take_first(n);
+    /// The entries `job` hid at its first path, which leave the index (their tags too):
+    /// its unit of removal work.
+    pub fn take_hidden(&mut self, job: u64) -> Option<(Vec<u8>, Vec<Variant>)> {
+        let at = self.hidden.iter().position(|(j, _)| *j == job)?;
+        let (path, taken) = self.hidden[at].1.take_first_path()?;
         self.drop_empty_hidden();
-        self.forget_all(taken.iter().filter_map(|(_, s)| s.tags).collect());
-        taken.into_iter().map(|(path, s)| (path, s.variant)).collect()
+        self.forget_all(taken.iter().filter_map(|s| s.tags).collect());
+        Some((path, taken.into_iter().map(|s| s.variant).collect()))
     }
 
     /// How many entries `job` still hides.
@@ -151,10 +152,12 @@ impl DbIndex {
         let Some(at) = self.hidden.iter().position(|(j, _)| *j == job) else { return };
         let (_, mut tree) = self.hidden.swap_remove(at);
         let mut dropped = Vec::new();
-        for (path, stored) in tree.take_first(usize::MAX) {
-            if let Some(newer) = self.paths.insert(&path, stored) {
-                self.paths.insert(&path, newer);
-                dropped.extend(stored.tags);
+        while let Some((path, taken)) = tree.take_first_path() {
+            for stored in taken {
+                if let Some(newer) = self.paths.insert(&path, stored) {
+                    self.paths.insert(&path, newer);
+                    dropped.extend(stored.tags);
+                }
             }
         }
         self.forget_all(dropped);
@@ -323,8 +326,8 @@ mod tests {
         PurgeTag(Vec<u8>),
         /// A purge that finishes in the background: hide now, remove later.
         Hide(String),
-        /// One batch of the oldest pending purge's removal work.
-        Work(usize),
+        /// One unit (a path) of the oldest pending purge's removal work.
+        Work,
         /// The oldest pending purge's record vanished: what it hid comes back.
         Unhide,
     }
@@ -348,7 +351,7 @@ mod tests {
             1 => (arb_path(), any::<bool>()).prop_map(|(p, e)| Op::Purge(p, e)),
             1 => (0u8..4).prop_map(|t| Op::PurgeTag(vec![t])),
             1 => arb_path().prop_map(Op::Hide),
-            1 => (1usize..6).prop_map(Op::Work),
+            1 => Just(Op::Work),
             1 => Just(Op::Unhide),
         ]
     }
@@ -389,11 +392,10 @@ mod tests {
                             hidden.insert(k, (job, tags));
                         }
                     }
-                    Op::Work(n) => {
+                    Op::Work => {
                         if let Some(&job) = jobs.first() {
-                            let taken = db.take_hidden(job, n);
-                            prop_assert!(taken.len() <= n);
-                            for (path, variant) in taken {
+                            let (path, taken) = db.take_hidden(job).unwrap_or_default();
+                            for variant in taken {
                                 let k = hidden.iter().find(|((p, q), (j, _))| *j == job && p.as_bytes() == path && v(&q.to_string()) == variant).map(|(k, _)| k.clone());
                                 prop_assert!(k.is_some(), "took an entry the job did not hide");
                                 hidden.remove(&k.unwrap_or_default());
