@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Run the Python suites: clients/python/tests (client + Django) and tests/python
-# (the language-neutral "any client" proof), against a throw-away redis-server
-# with the rcache module loaded.
+# Type-check the package (mypy --strict), then run the Python suites:
+# clients/python/tests (client, Django through its test client and under gunicorn
+# and uvicorn over HTTP) and tests/python (the language-neutral "any client"
+# proof), against throw-away redis-servers with the rcache module loaded.
 #
 #   RCACHE_MODULE  the module to load (default: <repo>/target/release/librcache.so)
 #   REDIS_SERVER   the redis-server binary (default: redis-server)
 #   PYTHON         the interpreter (default: python3)
-# Extra arguments are passed to pytest (e.g. -k purge, -x).
+# Extra arguments are passed to pytest (e.g. -k purge, -x, or test files to run only those).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,27 +20,41 @@ pip_install() {
         || "$py" -m pip install --quiet --disable-pip-version-check "$@"
 }
 
-# Python dependencies, only when missing.
+# Python dependencies (pinned), only when missing.
 missing=()
-"$py" -c 'import redis' 2>/dev/null || missing+=("redis>=4.5")
-"$py" -c 'import pytest' 2>/dev/null || missing+=("pytest>=7")
-"$py" -c 'import pytest_django' 2>/dev/null || missing+=("pytest-django>=4.5")
-"$py" -c 'import django' 2>/dev/null || missing+=("Django>=4.2")
-"$py" -c 'import django_redis' 2>/dev/null || missing+=("django-redis>=5")
+need() {  # need <distribution> <pinned requirement>
+    "$py" -c "import importlib.metadata as m, sys; m.version(sys.argv[1])" "$1" 2>/dev/null || missing+=("$2")
+}
+need redis "redis==5.3.1"
+need pytest "pytest==9.2.0"
+need pytest-django "pytest-django==4.14.0"
+need Django "Django==5.2.19"
+need django-redis "django-redis==7.0.0"
+need mypy "mypy==1.15.0"
+need django-stubs "django-stubs==5.2.0"
+need gunicorn "gunicorn==23.0.0"
+need uvicorn "uvicorn==0.34.0"
 if ((${#missing[@]})); then
     echo "run-tests.sh: installing ${missing[*]}"
     pip_install "${missing[@]}"
 fi
 
-# The package itself, editable, unless this checkout's copy is already what imports.
-if [[ "$("$py" -c 'import rcache, os; print(os.path.dirname(os.path.dirname(os.path.realpath(rcache.__file__))))' 2>/dev/null || true)" != "$(realpath "$here")" ]]; then
-    pip_install --no-deps -e "$here"
-fi
+# The package is imported from this checkout (tests/conftest.py puts it first on
+# sys.path; PYTHONPATH for mypy and the test servers), never installed: several
+# checkouts may run their tests at once on one machine.
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 
 if [[ ! -f "$RCACHE_MODULE" ]]; then
     echo "run-tests.sh: warning: $RCACHE_MODULE does not exist; the server tests will fail" >&2
 fi
 
 cd "$repo"
+# The package is typed: mypy --strict (settings in pyproject.toml) before the tests.
+"$py" -m mypy --config-file clients/python/pyproject.toml clients/python/rcache
 # Settings come from clients/python/pyproject.toml ([tool.pytest.ini_options]).
-exec "$py" -m pytest -c clients/python/pyproject.toml --rootdir "$repo" -q -ra "$@" clients/python/tests tests/python
+# Test paths among the arguments replace the default ones.
+paths=(clients/python/tests tests/python)
+for arg in "$@"; do
+    if [[ -e "${arg%%::*}" ]]; then paths=(); break; fi
+done
+exec "$py" -m pytest -c clients/python/pyproject.toml --rootdir "$repo" -q -ra "$@" "${paths[@]}"

@@ -45,6 +45,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster-bus port (+10000) is free and valid too."""
+    import random
+
+    for _ in range(100):
+        port = random.randint(20000, 55000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 @dataclass
 class RedisServer:
     """A running redis-server process with the module loaded."""
@@ -92,12 +108,16 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def running_server(
-    module_args: Sequence[str] = (), timeout: float = 10.0, load_module: bool = True
+    module_args: Sequence[str] = (),
+    timeout: float = 10.0,
+    load_module: bool = True,
+    server_args: Sequence[str] = (),
 ) -> Iterator[RedisServer]:
     """Run redis-server with the module on a free loopback port; always stop it.
 
     ``load_module=False`` starts a plain redis-server (to test clients against a server
-    without the module)."""
+    without the module); ``server_args`` are added to the server's command line (e.g.
+    ``--cluster-enabled yes``)."""
     module = module_path()
     if load_module and not module.is_file():
         pytest.fail(
@@ -114,7 +134,7 @@ def running_server(
     try:
         last_error: Optional[BaseException] = None
         for _attempt in range(3):  # a free port can be taken between probe and bind
-            port = free_port()
+            port = free_cluster_port() if "--cluster-enabled" in server_args else free_port()
             cmd = [
                 server_bin,
                 "--port", str(port),
@@ -123,6 +143,7 @@ def running_server(
                 "--appendonly", "no",
                 "--dir", str(workdir),
                 "--logfile", str(workdir / "redis.log"),
+                *server_args,  # before --loadmodule: what follows it are the module's arguments
             ]
             if load_module:
                 cmd += ["--loadmodule", str(module), *module_args]

@@ -12,10 +12,13 @@ Django integration lives in :mod:`rcache.django`.
 
 from .client import (
     DEFAULT_MAX_PATH_LEN,
+    AsyncRCache,
+    Lookup,
     RCache,
+    parse_lookup,
     path_error,
     validate_path,
 )
 
-__all__ = ["RCache", "validate_path", "path_error", "DEFAULT_MAX_PATH_LEN"]
+__all__ = ["RCache", "AsyncRCache", "Lookup", "parse_lookup", "validate_path", "path_error", "DEFAULT_MAX_PATH_LEN"]
 __version__ = "0.1.0"

@@ -9,6 +9,7 @@ the methods return the pipeline and the replies come from ``execute()``).
 from __future__ import annotations
 
 import datetime as _dt
+import random
 from typing import (
     Any,
     Dict,
@@ -16,6 +17,7 @@ from typing import (
     Iterator,
     List,
     Mapping,
+    NamedTuple,
     Optional,
     Sequence,
     Tuple,
@@ -176,6 +178,131 @@ def _variant_args(query: Optional[Query], vary: Optional[Vary]) -> List[bytes]:
     return _query_args(query) + _vary_args(vary)
 
 
+def _ms_arg(name: str, value: Optional[float]) -> List[bytes]:
+    """``LEASE``/``WAIT``: milliseconds, 1..3600000 (given in seconds here)."""
+    if value is None:
+        return []
+    ms = round(value * 1000)
+    if not 1 <= ms <= 3_600_000:
+        raise ValueError(f"{name.lower()} must be between 0.001 and 3600 seconds")
+    return [name.encode(), str(ms).encode()]
+
+
+def _set_args(
+    path: Bytesish,
+    value: Bytesish,
+    ttl: Optional[TTL],
+    query: Optional[Query],
+    vary: Optional[Vary],
+    tags: Optional[Union[Bytesish, Iterable[Bytesish]]],
+    grace: Optional[int],
+    jitter: Optional[int],
+    etag: Optional[Bytesish],
+    lease: Optional[Bytesish],
+) -> List[Any]:
+    args: List[Any] = ["RCACHE.SET", _b(path), _b(value)]
+    args += _ttl_args(ttl)
+    if grace is not None:
+        args += [b"GRACE", str(int(grace)).encode()]
+    if jitter is not None:
+        args += [b"JITTER", str(int(jitter)).encode()]
+    if etag is not None:
+        args += [b"ETAG", _b(etag)]
+    if lease is not None:
+        args += [b"LEASE", _b(lease)]
+    return args + _variant_args(query, vary) + _tag_args(tags)
+
+
+def _lookup_args(
+    path: Bytesish,
+    query: Optional[Query],
+    vary: Optional[Vary],
+    if_none_match: Optional[Bytesish],
+    lease: Optional[float],
+    wait: Optional[float],
+) -> List[Any]:
+    args: List[Any] = ["RCACHE.LOOKUP", _b(path), *_variant_args(query, vary)]
+    if if_none_match is not None:
+        args += [b"IFNONEMATCH", _b(if_none_match)]
+    return args + _ms_arg("LEASE", lease) + _ms_arg("WAIT", wait)
+
+
+def _purge_args(command: str, prefix: Bytesish, exact: bool) -> List[Any]:
+    return [command, _b(prefix), *([b"EXACT"] if exact else [])]
+
+
+def _list_args(prefix: Bytesish, count: Optional[int], after: Optional[Bytesish]) -> List[Any]:
+    args: List[Any] = ["RCACHE.LIST", _b(prefix)]
+    if count is not None:
+        args += [b"COUNT", str(int(count)).encode()]
+    if after is not None:
+        args += [b"AFTER", _b(after)]
+    return args
+
+
+class Lookup(NamedTuple):
+    """The reply of ``RCACHE.LOOKUP``.
+
+    ``state`` is ``"FRESH"``, ``"STALE"`` or ``"MISS"``; ``value`` is ``None`` on a
+    miss and when ``if_none_match`` equalled ``etag``; ``age``/``ttl`` are
+    milliseconds (``ttl`` -1: fresh without a lifetime, 0: stale); ``lease`` is the
+    token when this call was granted the lease to refill the entry.
+    """
+
+    state: str
+    value: Optional[bytes]
+    etag: Optional[bytes]
+    age: Optional[int]
+    ttl: Optional[int]
+    lease: Optional[bytes]
+
+    @property
+    def not_modified(self) -> bool:
+        return self.state != "MISS" and self.value is None
+
+
+def parse_lookup(reply: Any) -> Lookup:
+    """A ``RCACHE.LOOKUP`` reply (6-element array) as a :class:`Lookup`."""
+    state, value, etag, age, ttl, lease = reply
+    if isinstance(state, bytes):
+        state = state.decode("ascii")
+    return Lookup(str(state), value, etag, age, ttl, lease)
+
+
+def _cluster_kwargs(conn: Any) -> Dict[str, Any]:
+    """Keyless commands on a ``RedisCluster``: any one primary takes them (the module
+    fans them out over the cluster); redis-py refuses them without a target."""
+    get_primaries = getattr(conn, "get_primaries", None)
+    if get_primaries is None or _is_pipeline(conn):
+        return {}
+    return {"target_nodes": random.choice(get_primaries())}
+
+
+def _info_dict(raw: Mapping[str, Any]) -> Dict[str, Any]:
+    return {k[len("rcache_"):] if k.startswith("rcache_") else k: v for k, v in raw.items()}
+
+
+def _is_pipeline(conn: Any) -> bool:
+    return hasattr(conn, "command_stack")
+
+
+def _ok(reply: Any) -> Any:
+    if isinstance(reply, (bytes, str)):
+        return reply in (b"OK", "OK")
+    return reply  # a pipeline returns itself; the reply comes from execute()
+
+
+def _const(conn: Any, value: Any) -> Any:
+    return conn if _is_pipeline(conn) else value
+
+
+def _ok_or_none(reply: Any) -> Any:
+    """``SET ... LEASE`` replies nil when the lease no longer allows the store."""
+    if reply is None:
+        return False
+    return _ok(reply)
+
+
 class RCache:
     """Client for the rcache module over any redis-py connection.
 
@@ -188,6 +315,10 @@ class RCache:
     back as ``redis.ResponseError`` -- except for obviously malformed Python
     arguments (negative TTL, wrong types), which raise ``ValueError`` /
     ``TypeError`` before anything is sent.
+
+    On a ``RedisCluster``, keyed commands are routed by the path (redis-py reads
+    the key positions from the server's ``COMMAND`` table); the keyless
+    ``purge_tag``/``soft_purge_tag`` go to one random primary.
     """
 
     def __init__(self, conn: Any) -> None:
@@ -202,19 +333,41 @@ class RCache:
         query: Optional[Query] = None,
         vary: Optional[Vary] = None,
         tags: Optional[Union[Bytesish, Iterable[Bytesish]]] = None,
+        *,
+        grace: Optional[int] = None,
+        jitter: Optional[int] = None,
+        etag: Optional[Bytesish] = None,
+        lease: Optional[Bytesish] = None,
     ) -> Any:
-        """``RCACHE.SET``: store ``value`` for (path, query, vary).  Returns ``True``.
+        """``RCACHE.SET``: store ``value`` for (path, query, vary).  Returns ``True``
+        (``False`` when ``lease`` no longer allows the store).
 
-        ``ttl`` of ``None`` uses the module's ``rcache.default-ttl``.
+        ``ttl`` of ``None`` uses the module's ``rcache.default-ttl``; ``grace`` (s),
+        ``jitter`` (%), ``etag`` and ``lease`` map to the options of the same name.
         """
-        args: List[Any] = ["RCACHE.SET", _b(path), _b(value)]
-        args += _ttl_args(ttl) + _variant_args(query, vary) + _tag_args(tags)
-        reply = self.conn.execute_command(*args)
-        return _ok(reply)
+        args = _set_args(path, value, ttl, query, vary, tags, grace, jitter, etag, lease)
+        return _ok_or_none(self.conn.execute_command(*args))
 
     def get(self, path: Bytesish, query: Optional[Query] = None, vary: Optional[Vary] = None) -> Any:
-        """``RCACHE.GET``: the stored value, or ``None`` when there is no live entry."""
+        """``RCACHE.GET``: the stored value, or ``None`` when there is no fresh entry."""
         return self.conn.execute_command("RCACHE.GET", _b(path), *_variant_args(query, vary))
+
+    def lookup(
+        self,
+        path: Bytesish,
+        query: Optional[Query] = None,
+        vary: Optional[Vary] = None,
+        *,
+        if_none_match: Optional[Bytesish] = None,
+        lease: Optional[float] = None,
+        wait: Optional[float] = None,
+    ) -> Any:
+        """``RCACHE.LOOKUP``: a :class:`Lookup` (state, value, etag, age, ttl, lease).
+
+        ``lease`` and ``wait`` are seconds (sent as milliseconds).
+        """
+        reply = self.conn.execute_command(*_lookup_args(path, query, vary, if_none_match, lease, wait))
+        return reply if _is_pipeline(self.conn) else parse_lookup(reply)
 
     def delete(self, path: Bytesish, query: Optional[Query] = None, vary: Optional[Vary] = None) -> Any:
         """``RCACHE.DEL``: remove one entry.  Returns 1 if it existed, else 0."""
@@ -231,10 +384,12 @@ class RCache:
         With ``exact=True`` only entries whose path is exactly ``prefix``
         (all their variants).  Returns the number of entries removed.
         """
-        args: List[Any] = ["RCACHE.PURGE", _b(prefix)]
-        if exact:
-            args.append(b"EXACT")
-        return self.conn.execute_command(*args)
+        return self.conn.execute_command(*_purge_args("RCACHE.PURGE", prefix, exact))
+
+    def soft_purge(self, prefix: Bytesish, exact: bool = False) -> Any:
+        """``RCACHE.SOFTPURGE``: make the fresh entries under ``prefix`` stale (for
+        their grace).  Returns the number of entries that were fresh."""
+        return self.conn.execute_command(*_purge_args("RCACHE.SOFTPURGE", prefix, exact))
 
     def purge_tag(self, *tags: Bytesish) -> Any:
         """``RCACHE.PURGETAG``: remove every entry carrying any of ``tags``.
@@ -243,7 +398,20 @@ class RCache:
         """
         if not tags:
             return _const(self.conn, 0)
-        return self.conn.execute_command("RCACHE.PURGETAG", *(_b(t) for t in tags))
+        return self.conn.execute_command("RCACHE.PURGETAG", *(_b(t) for t in tags), **_cluster_kwargs(self.conn))
+
+    def soft_purge_tag(self, *tags: Bytesish) -> Any:
+        """``RCACHE.SOFTPURGETAG``: soft-purge every entry carrying any of ``tags``."""
+        if not tags:
+            return _const(self.conn, 0)
+        return self.conn.execute_command(
+            "RCACHE.SOFTPURGETAG", *(_b(t) for t in tags), **_cluster_kwargs(self.conn)
+        )
+
+    def wait(self, replicas: int, timeout: float) -> Any:
+        """``WAIT``: block until ``replicas`` replicas acknowledged this connection's
+        writes, or ``timeout`` seconds passed.  Returns the number that did."""
+        return self.conn.execute_command("WAIT", int(replicas), max(0, round(timeout * 1000)))
 
     def list(
         self,
@@ -254,12 +422,7 @@ class RCache:
         """``RCACHE.LIST``: up to ``count`` (module default 100, max 10000) distinct
         paths under ``prefix``, ascending, strictly after ``after``. The empty
         prefix ``""`` lists every path (the user needs access to every key)."""
-        args: List[Any] = ["RCACHE.LIST", _b(prefix)]
-        if count is not None:
-            args += [b"COUNT", str(int(count)).encode()]
-        if after is not None:
-            args += [b"AFTER", _b(after)]
-        return self.conn.execute_command(*args)
+        return self.conn.execute_command(*_list_args(prefix, count, after))
 
     def iter_paths(self, prefix: Bytesish = "/", page_size: int = 1000) -> Iterator[bytes]:
         """Every path under ``prefix``, paging through ``RCACHE.LIST ... AFTER``.
@@ -277,23 +440,82 @@ class RCache:
 
     # -- introspection -------------------------------------------------------
     def info(self) -> Dict[str, Any]:
-        """The ``INFO rcache`` section as a dict without the ``rcache_`` prefix."""
-        raw = self.conn.info("rcache")
-        out: Dict[str, Any] = {}
-        for k, v in raw.items():
-            out[k[len("rcache_"):] if k.startswith("rcache_") else k] = v
-        return out
+        """The ``INFO rcache`` section as a dict without the ``rcache_`` prefix.
+
+        On a ``RedisCluster`` redis-py asks one node (its default for INFO).
+        """
+        return _info_dict(self.conn.info("rcache"))
 
 
-def _is_pipeline(conn: Any) -> bool:
-    return hasattr(conn, "command_stack")
+class AsyncRCache:
+    """The same commands over a ``redis.asyncio`` connection (``await`` each call)."""
 
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
 
-def _ok(reply: Any) -> Any:
-    if isinstance(reply, (bytes, str)):
-        return reply in (b"OK", "OK")
-    return reply  # a pipeline returns itself; the reply comes from execute()
+    async def set(
+        self,
+        path: Bytesish,
+        value: Bytesish,
+        ttl: Optional[TTL] = None,
+        query: Optional[Query] = None,
+        vary: Optional[Vary] = None,
+        tags: Optional[Union[Bytesish, Iterable[Bytesish]]] = None,
+        *,
+        grace: Optional[int] = None,
+        jitter: Optional[int] = None,
+        etag: Optional[Bytesish] = None,
+        lease: Optional[Bytesish] = None,
+    ) -> bool:
+        args = _set_args(path, value, ttl, query, vary, tags, grace, jitter, etag, lease)
+        return bool(_ok_or_none(await self.conn.execute_command(*args)))
 
+    async def get(self, path: Bytesish, query: Optional[Query] = None, vary: Optional[Vary] = None) -> Any:
+        return await self.conn.execute_command("RCACHE.GET", _b(path), *_variant_args(query, vary))
 
-def _const(conn: Any, value: Any) -> Any:
-    return conn if _is_pipeline(conn) else value
+    async def lookup(
+        self,
+        path: Bytesish,
+        query: Optional[Query] = None,
+        vary: Optional[Vary] = None,
+        *,
+        if_none_match: Optional[Bytesish] = None,
+        lease: Optional[float] = None,
+        wait: Optional[float] = None,
+    ) -> Lookup:
+        reply = await self.conn.execute_command(*_lookup_args(path, query, vary, if_none_match, lease, wait))
+        return parse_lookup(reply)
+
+    async def delete(self, path: Bytesish, query: Optional[Query] = None, vary: Optional[Vary] = None) -> int:
+        return int(await self.conn.execute_command("RCACHE.DEL", _b(path), *_variant_args(query, vary)))
+
+    async def key(self, path: Bytesish, query: Optional[Query] = None, vary: Optional[Vary] = None) -> Any:
+        return await self.conn.execute_command("RCACHE.KEY", _b(path), *_variant_args(query, vary))
+
+    async def purge(self, prefix: Bytesish, exact: bool = False) -> int:
+        return int(await self.conn.execute_command(*_purge_args("RCACHE.PURGE", prefix, exact)))
+
+    async def soft_purge(self, prefix: Bytesish, exact: bool = False) -> int:
+        return int(await self.conn.execute_command(*_purge_args("RCACHE.SOFTPURGE", prefix, exact)))
+
+    async def purge_tag(self, *tags: Bytesish) -> int:
+        return await self._tag_command("RCACHE.PURGETAG", tags)
+
+    async def soft_purge_tag(self, *tags: Bytesish) -> int:
+        return await self._tag_command("RCACHE.SOFTPURGETAG", tags)
+
+    async def _tag_command(self, command: str, tags: Sequence[Bytesish]) -> int:
+        if not tags:
+            return 0
+        return int(await self.conn.execute_command(command, *(_b(t) for t in tags), **_cluster_kwargs(self.conn)))
+
+    async def wait(self, replicas: int, timeout: float) -> int:
+        return int(await self.conn.execute_command("WAIT", int(replicas), max(0, round(timeout * 1000))))
+
+    async def list(
+        self, prefix: Bytesish = "/", count: Optional[int] = None, after: Optional[Bytesish] = None
+    ) -> Any:
+        return await self.conn.execute_command(*_list_args(prefix, count, after))
+
+    async def info(self) -> Dict[str, Any]:
+        return _info_dict(await self.conn.info("rcache"))

@@ -15,9 +15,11 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[2] / "tests" / "python"
-for p in (str(SHARED), str(HERE)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+# This checkout's package first, whatever copy of rcache is installed.
+for p in (str(SHARED), str(HERE), str(HERE.parent)):
+    if p in sys.path:
+        sys.path.remove(p)
+    sys.path.insert(0, p)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
 import django  # noqa: E402

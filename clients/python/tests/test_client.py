@@ -143,3 +143,51 @@ def test_errors_come_back_as_response_errors(cache: rcache.RCache) -> None:
         cache.set("/a?b", b"x")
     with pytest.raises(redis.ResponseError):
         cache.list("/", count=0)
+
+
+def test_lookup_and_v3_set_options(cache: rcache.RCache, r: redis.Redis) -> None:
+    assert cache.lookup("/l") == rcache.Lookup("MISS", None, None, None, None, None)
+    assert cache.set("/l", b"v", ttl=60, grace=30, etag="e1", jitter=0) is True
+    found = cache.lookup("/l", if_none_match="nope")
+    assert (found.state, found.value, found.etag, found.ttl > 55_000) == ("FRESH", b"v", b"e1", True)
+    assert 0 <= found.age < 5_000 and not found.not_modified
+    assert cache.lookup("/l", if_none_match="e1").not_modified
+    assert 85_000 < r.pttl(cache.key("/l")) <= 90_000  # the key lives to the end of grace
+    assert cache.soft_purge("/l") == 1
+    assert cache.lookup("/l").state == "STALE" and cache.get("/l") is None
+    cache.set("/t", b"v", tags="t")
+    assert cache.soft_purge_tag("t") == 1  # grace 0: removed
+    assert cache.lookup("/t").state == "MISS"
+    with pytest.raises(ValueError):
+        cache.lookup("/l", lease=0)
+    pipe = r.pipeline()
+    rcache.RCache(pipe).lookup("/l")
+    assert rcache.parse_lookup(pipe.execute()[0]).state == "STALE"
+
+
+def test_async_client(redis_server) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    import redis.asyncio as aredis
+
+    async def run() -> None:
+        conn = aredis.Redis(host="127.0.0.1", port=redis_server.port)
+        c = rcache.AsyncRCache(conn)
+        await conn.flushall()
+        assert await c.set("/a/1", b"x", ttl=60, tags=["t"]) is True
+        assert await c.get("/a/1") == b"x"
+        assert (await c.lookup("/a/1")).state == "FRESH"
+        assert (await c.key("/a/1")).startswith(b"rcache:")
+        assert await c.list("/a") == [b"/a/1"]
+        assert await c.soft_purge("/a") == 1
+        await c.set("/a/2", b"x", tags=["t"])
+        assert await c.purge_tag("t") == 1
+        assert await c.soft_purge_tag() == 0
+        await c.set("/a/3", b"x")
+        assert await c.delete("/a/3") == 1
+        assert await c.purge("/a") == 0
+        assert await c.wait(0, 0) == 0
+        assert (await c.info())["entries"] == 0
+        await conn.aclose()
+
+    asyncio.run(run())

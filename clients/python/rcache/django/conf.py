@@ -16,6 +16,18 @@ Everything is read from one dict, ``settings.RCACHE``::
         "STATUS_HEADER": None,              # e.g. "X-RCache": adds HIT / MISS / BYPASS
         "ENABLED": True,                    # False: decorators pass straight through
         "CONNECTION_KWARGS": {},            # extra kwargs for redis.Redis.from_url
+        "CLUSTER": False,                   # URL names a Redis Cluster node: use redis.RedisCluster
+        "CIRCUIT_BREAKER_FAILURES": 3,      # consecutive failures that open the breaker
+        "CIRCUIT_BREAKER_SECONDS": 5.0,     # how long an open breaker skips Redis
+        "WARNING_INTERVAL": 10.0,           # at most one warning per kind per interval
+        "PURGE_WAIT_REPLICAS": 0,           # after purges, WAIT for this many replicas
+        "PURGE_WAIT_TIMEOUT": 0.1,          # ... for at most this many seconds
+        "QUERY_IGNORE": (),                 # query parameters left out of the key (fnmatch, e.g. "utm_*")
+        "QUERY_SORT": False,                # sort the query parameters in the key
+        "NORMALIZE_ACCEPT_LANGUAGE": False, # key on the best of settings.LANGUAGES, not the raw header
+        "MIDDLEWARE_OPTIONS": {},           # cache_path keyword arguments for the site middleware
+        "LEASE_TIME": 10.0,                 # s: a miss takes a lease to refill the entry (None: no leases)
+        "LEASE_WAIT": 5.0,                  # s: how long a request waits for another's render
     }
 
 The settings are re-read (and the connection rebuilt) when ``RCACHE`` changes
@@ -27,14 +39,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
-from ..client import DEFAULT_MAX_PATH_LEN, RCache, path_error
+from ..client import DEFAULT_MAX_PATH_LEN, AsyncRCache, RCache, path_error
+from ._guard import Breaker, WarningLimiter
 
 DEFAULTS: Dict[str, Any] = {
     "URL": None,
@@ -50,6 +64,18 @@ DEFAULTS: Dict[str, Any] = {
     "STATUS_HEADER": None,
     "ENABLED": True,
     "CONNECTION_KWARGS": {},
+    "CLUSTER": False,
+    "CIRCUIT_BREAKER_FAILURES": 3,
+    "CIRCUIT_BREAKER_SECONDS": 5.0,
+    "WARNING_INTERVAL": 10.0,
+    "PURGE_WAIT_REPLICAS": 0,
+    "PURGE_WAIT_TIMEOUT": 0.1,
+    "QUERY_IGNORE": (),
+    "QUERY_SORT": False,
+    "NORMALIZE_ACCEPT_LANGUAGE": False,
+    "MIDDLEWARE_OPTIONS": {},
+    "LEASE_TIME": 10.0,
+    "LEASE_WAIT": 5.0,
 }
 
 
@@ -68,11 +94,26 @@ class Settings:
     status_header: Optional[str]
     enabled: bool
     connection_kwargs: Dict[str, Any] = field(default_factory=dict)
+    cluster: bool = False
+    breaker_failures: int = 3
+    breaker_seconds: float = 5.0
+    warning_interval: float = 10.0
+    purge_wait_replicas: int = 0
+    purge_wait_timeout: float = 0.1
+    query_ignore: Tuple[str, ...] = ()
+    query_sort: bool = False
+    normalize_accept_language: bool = False
+    middleware_options: Dict[str, Any] = field(default_factory=dict)
+    lease_time: Optional[float] = None
+    lease_wait: Optional[float] = None
 
 
 _lock = threading.Lock()
 _settings: Optional[Settings] = None
-_client: Optional[RCache] = None
+_clients: Dict[bool, RCache] = {}
+_breaker: Optional[Breaker] = None
+_warnings: Optional[WarningLimiter] = None
+_async_clients: "weakref.WeakKeyDictionary[Any, Dict[bool, AsyncRCache]]" = weakref.WeakKeyDictionary()
 
 
 def get_settings() -> Settings:
@@ -103,6 +144,15 @@ def _load() -> Settings:
     timeout = conf["TIMEOUT"]
     if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
         raise ImproperlyConfigured("settings.RCACHE['TIMEOUT'] must be a positive number or None")
+    if (
+        conf["PURGE_WAIT_REPLICAS"]
+        and not conf["CACHE_ALIAS"]
+        and conf["SOCKET_TIMEOUT"] is not None
+        and float(conf["PURGE_WAIT_TIMEOUT"]) >= float(conf["SOCKET_TIMEOUT"])
+    ):
+        raise ImproperlyConfigured("settings.RCACHE['PURGE_WAIT_TIMEOUT'] must be shorter than SOCKET_TIMEOUT")
+    if conf["PURGE_WAIT_REPLICAS"] and conf["CLUSTER"]:
+        raise ImproperlyConfigured("settings.RCACHE: PURGE_WAIT_REPLICAS is not available with CLUSTER")
     return Settings(
         url=conf["URL"],
         cache_alias=conf["CACHE_ALIAS"],
@@ -117,10 +167,22 @@ def _load() -> Settings:
         status_header=conf["STATUS_HEADER"],
         enabled=bool(conf["ENABLED"]),
         connection_kwargs=dict(conf["CONNECTION_KWARGS"] or {}),
+        cluster=bool(conf["CLUSTER"]),
+        breaker_failures=int(conf["CIRCUIT_BREAKER_FAILURES"]),
+        breaker_seconds=float(conf["CIRCUIT_BREAKER_SECONDS"]),
+        warning_interval=float(conf["WARNING_INTERVAL"]),
+        purge_wait_replicas=int(conf["PURGE_WAIT_REPLICAS"]),
+        purge_wait_timeout=float(conf["PURGE_WAIT_TIMEOUT"]),
+        query_ignore=tuple(conf["QUERY_IGNORE"] or ()),
+        query_sort=bool(conf["QUERY_SORT"]),
+        normalize_accept_language=bool(conf["NORMALIZE_ACCEPT_LANGUAGE"]),
+        middleware_options=dict(conf["MIDDLEWARE_OPTIONS"] or {}),
+        lease_time=None if conf["LEASE_TIME"] is None else float(conf["LEASE_TIME"]),
+        lease_wait=None if conf["LEASE_TIME"] is None or not conf["LEASE_WAIT"] else float(conf["LEASE_WAIT"]),
     )
 
 
-def _connect(s: Settings) -> Any:
+def _connect(s: Settings, wait: bool) -> Any:
     if s.cache_alias:
         try:
             from django_redis import get_redis_connection
@@ -131,38 +193,115 @@ def _connect(s: Settings) -> Any:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    kwargs: Dict[str, Any] = {
-        "socket_timeout": s.socket_timeout,
-        "socket_connect_timeout": s.socket_connect_timeout,
-        # Fail fast: a cache that is down must not cost each request several retries.
-        "retry": Retry(NoBackoff(), 0),
-    }
-    kwargs.update(s.connection_kwargs)
-    return redis.Redis.from_url(s.url or "redis://127.0.0.1:6379/0", **kwargs)
+    url = s.url or "redis://127.0.0.1:6379/0"
+    if s.cluster:
+        return redis.RedisCluster.from_url(url, **_url_kwargs(s, wait))
+    # Fail fast: a cache that is down must not cost each request several retries.
+    return redis.Redis.from_url(url, **{**_url_kwargs(s, wait), "retry": Retry(NoBackoff(), 0)})
 
 
-def get_client() -> RCache:
-    """The :class:`rcache.RCache` for the configured connection (created once)."""
-    global _client
-    c = _client
+def _url_kwargs(s: Settings, wait: bool) -> Dict[str, Any]:
+    timeout = s.socket_timeout
+    if wait and timeout is not None and s.lease_wait is not None:
+        timeout += s.lease_wait  # a LOOKUP ... WAIT may block that long before it answers
+    return {"socket_timeout": timeout, "socket_connect_timeout": s.socket_connect_timeout, **s.connection_kwargs}
+
+
+def _connect_async(s: Settings, wait: bool) -> Any:
+    import redis.asyncio as aredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    url = s.url or "redis://127.0.0.1:6379/0"
+    if s.cluster:
+        return aredis.RedisCluster.from_url(url, **_url_kwargs(s, wait))
+    return aredis.Redis.from_url(url, **{**_url_kwargs(s, wait), "retry": Retry(NoBackoff(), 0)})
+
+
+def _needs_wait_client(s: Settings, wait: bool) -> bool:
+    """LOOKUPs that may WAIT use their own connections, with a longer socket timeout."""
+    return wait and s.lease_wait is not None and not s.cache_alias
+
+
+def get_client(wait: bool = False) -> RCache:
+    """The :class:`rcache.RCache` for the configured connection (created once).
+    ``wait=True``: the one for ``LOOKUP ... WAIT`` (socket timeout + ``LEASE_WAIT``)."""
+    s = get_settings()
+    w = _needs_wait_client(s, wait)
+    c = _clients.get(w)
     if c is None:
         with _lock:
-            c = _client
+            c = _clients.get(w)
             if c is None:
-                c = _client = RCache(_connect(get_settings()))
+                c = _clients[w] = RCache(_connect(s, w))
     return c
 
 
+def get_async_client(wait: bool = False) -> Optional[AsyncRCache]:
+    """The :class:`rcache.AsyncRCache` (``redis.asyncio``) of the running event loop,
+    or ``None`` with ``CACHE_ALIAS`` (django-redis has no asyncio connection: the
+    sync client is then used in a thread)."""
+    import asyncio
+
+    s = get_settings()
+    if s.cache_alias:
+        return None
+    w = _needs_wait_client(s, wait)
+    # A redis.asyncio connection belongs to the loop that opened it.
+    per_loop = _async_clients.setdefault(asyncio.get_running_loop(), {})
+    c = per_loop.get(w)
+    if c is None:
+        c = per_loop[w] = AsyncRCache(_connect_async(s, w))
+    return c
+
+
+async def aclose() -> None:
+    """Close the running event loop's ``redis.asyncio`` connections (e.g. at ASGI
+    lifespan shutdown, or at the end of ``asyncio.run``)."""
+    import asyncio
+
+    for c in _async_clients.pop(asyncio.get_running_loop(), {}).values():
+        await c.conn.aclose()
+
+
+def get_breaker() -> Breaker:
+    global _breaker
+    b = _breaker
+    if b is None:
+        s = get_settings()
+        with _lock:
+            b = _breaker
+            if b is None:
+                b = _breaker = Breaker(s.breaker_failures, s.breaker_seconds)
+    return b
+
+
+def get_warnings() -> WarningLimiter:
+    global _warnings
+    w = _warnings
+    if w is None:
+        s = get_settings()
+        with _lock:
+            w = _warnings
+            if w is None:
+                w = _warnings = WarningLimiter(s.logger, s.warning_interval)
+    return w
+
+
 def reset() -> None:
-    """Forget the settings and the connection (re-read on next use)."""
-    global _settings, _client
+    """Forget the settings, the connections and the breaker (re-read on next use)."""
+    global _settings, _breaker, _warnings
     with _lock:
-        old, _client, old_settings, _settings = _client, None, _settings, None
-    # Close only a connection we made; a django-redis alias' pool belongs to django-redis.
-    owned = old_settings is not None and not old_settings.cache_alias
-    if old is not None and owned and hasattr(old.conn, "close"):
+        old, old_settings, _settings = list(_clients.values()), _settings, None
+        _clients.clear()
+        _breaker = _warnings = None
+        _async_clients.clear()
+    # Close only connections we made; a django-redis alias' pool belongs to django-redis.
+    if old_settings is None or old_settings.cache_alias:
+        return
+    for client in old:
         try:
-            old.conn.close()
+            client.conn.close()
         except Exception:  # pragma: no cover - best effort
             pass
 

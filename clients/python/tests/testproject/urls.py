@@ -1,3 +1,4 @@
+from django.contrib import admin
 from django.urls import path
 
 from .testapp import views
@@ -27,4 +28,23 @@ urlpatterns = [
     path("messages/", views.with_messages, name="messages"),
     path("messages/add/", views.add_message, name="add-message"),
     path("async-class/", views.async_class_view, name="async-class"),
+    path("async-on-class/", views.AsyncOnClass.as_view(), name="async-on-class"),
+    path("async-dispatch/", views.AsyncDispatch.as_view(), name="async-dispatch"),
+    path("date/", views.date_page, name="date"),
+    path("search/", views.search, name="search"),
+    path("greeting/", views.greeting, name="greeting"),
+    path("api/me/", views.api_me, name="api-me"),
+    path("api/public/", views.api_public, name="api-public"),
+    path("api/shared/", views.api_shared, name="api-shared"),
+    path("slow/", views.slow, name="slow"),
+    path("plain/", views.plain, name="plain"),
+    path("fragment/", views.fragment, name="fragment"),
+    path("login-as/<str:name>/", views.login_as, name="login-as"),
+    path("set-title/<int:pk>/<str:title>/", views.set_title, name="set-title"),
+    path("flaky/", views.flaky, name="flaky"),
+    path("breaker/", views.breaker_stats, name="breaker"),
+    path("slow-async/", views.slow_async, name="slow-async"),
+    path("purged-while-rendering/", views.purged_while_rendering, name="purged-while-rendering"),
+    path("swr/", views.swr, name="swr"),
+    path("admin/", admin.site.urls),
 ]
