@@ -50,9 +50,51 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_FreeModuleUser, RedisModule_ACLCheckKeyPermissions, RedisModule_SelectDb,
         RedisModule_ScanCursorCreate, RedisModule_ScanCursorDestroy, RedisModule_Scan,
         RedisModule_GetExpire, RedisModule_ReplyWithArray, RedisModule_ReplyWithSimpleString,
-        RedisModule_ReplyWithLongLong
+        RedisModule_ReplyWithLongLong, RedisModule_CreateCommand, RedisModule_ReplyWithError
     );
     missing
+}
+
+/// A command's handler. Redis calls [`entry_point`] of it; the handler reads the
+/// arguments through [`Argv`], runs behind the panic guard and replies itself.
+pub trait Command {
+    fn call(ctx: Ctx, argv: Argv<'_>);
+}
+
+/// What Redis calls for a command.
+pub type CommandFn = unsafe extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
+
+/// The raw entry point of command `C`, registered with `RedisModule_CreateCommand`.
+/// Unlike redis-module's wrapper it neither retains a `RedisString` per argument nor
+/// collects them in a `Vec`: the arguments are read in place (see [`Argv`]).
+pub unsafe extern "C" fn entry_point<C: Command>(ctx: *mut raw::RedisModuleCtx, argv: *mut *mut raw::RedisModuleString, argc: c_int) -> c_int {
+    let argv = match usize::try_from(argc) {
+        Ok(n) if !argv.is_null() => unsafe { std::slice::from_raw_parts(argv.cast_const(), n) },
+        _ => &[],
+    };
+    C::call(Ctx(ctx), Argv(argv));
+    raw::REDISMODULE_OK as c_int
+}
+
+/// A command's argument vector, valid for the duration of the call.
+#[derive(Clone, Copy)]
+pub struct Argv<'a>(&'a [*mut raw::RedisModuleString]);
+
+impl Argv<'_> {
+    /// Calls `f` with the arguments after the command name as byte slices borrowed from
+    /// Redis' strings (`StringPtrLen`: no copy); up to 16 of them without allocating.
+    pub fn with_bytes<R>(self, f: impl FnOnce(&[&[u8]]) -> R) -> R {
+        let args = self.0.get(1..).unwrap_or_default();
+        let mut few: [&[u8]; 16] = [&[]; 16];
+        if args.len() <= few.len() {
+            for (slot, &a) in few.iter_mut().zip(args) {
+                *slot = string_bytes(a);
+            }
+            f(few.get(..args.len()).unwrap_or_default())
+        } else {
+            f(&args.iter().map(|&a| string_bytes(a)).collect::<Vec<_>>())
+        }
+    }
 }
 
 /// A module context handed to us by Redis for the duration of one callback.
@@ -261,6 +303,24 @@ impl Ctx {
         }
     }
 
+    /// Registers a command; `entry` is the [`entry_point`] of its handler. A command
+    /// whose `first_key` is 0 declares no key.
+    pub fn create_command(&self, name: &CStr, entry: CommandFn, flags: &CStr, first_key: c_int) -> bool {
+        let step = c_int::from(first_key != 0);
+        unsafe {
+            rm!(RedisModule_CreateCommand(self.0, name.as_ptr(), Some(entry), flags.as_ptr(), first_key, first_key, step))
+                == raw::REDISMODULE_OK as c_int
+        }
+    }
+
+    /// Replies with an error; `msg` must hold no NUL byte (one would end it early).
+    pub fn reply_error(&self, msg: &str) {
+        let msg = CString::new(msg).unwrap_or_default();
+        unsafe {
+            rm!(RedisModule_ReplyWithError(self.0, msg.as_ptr()));
+        }
+    }
+
     /// Replies with a bulk string copied straight from `bytes`.
     pub fn reply_bulk(&self, bytes: &[u8]) {
         unsafe {
@@ -419,8 +479,11 @@ impl Drop for AclUser {
     }
 }
 
-/// What `COMMAND DOCS` / `COMMAND INFO` say about a command.
+/// A command: what Redis runs and what `COMMAND DOCS` / `COMMAND INFO` say about it.
 pub struct CommandDoc {
+    pub entry: CommandFn,
+    /// Redis' command flags (`write deny-oom`, `readonly fast`, ...).
+    pub flags: &'static CStr,
     pub summary: &'static CStr,
     pub complexity: &'static CStr,
     pub arity: c_int,
