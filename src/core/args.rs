@@ -127,27 +127,29 @@ pub struct ListArgs<'a> {
 struct Options<'a, 'b> {
     args: &'b [&'a [u8]],
     at: usize,
-    seen: Vec<&'static str>,
+    /// Bit i: `known[i]` was seen (a set without allocating: the hot paths parse here).
+    seen: u64,
 }
 
 impl<'a, 'b> Options<'a, 'b> {
     fn new(args: &'b [&'a [u8]]) -> Self {
-        Options { args, at: 0, seen: Vec::new() }
+        Options { args, at: 0, seen: 0 }
     }
 
-    /// The next option keyword, upper-cased and matched against `known`.
+    /// The next option keyword, upper-cased and matched against `known` (at most 64).
     fn next_keyword(&mut self, known: &[&'static str]) -> ArgResult<Option<&'static str>> {
         let Some(arg) = self.args.get(self.at) else { return Ok(None) };
         self.at += 1;
-        let Some(&name) = known.iter().find(|k| k.as_bytes().eq_ignore_ascii_case(arg)) else {
+        let Some((i, &name)) = known.iter().enumerate().find(|(_, k)| k.as_bytes().eq_ignore_ascii_case(arg)) else {
             // Quote a bounded part: the argument may be hundreds of megabytes.
             let more = if arg.len() > 64 { "..." } else { "" };
             return err(format!("unknown option '{}{more}'", String::from_utf8_lossy(&arg[..arg.len().min(64)])));
         };
-        if self.seen.contains(&name) {
+        let bit = 1u64 << (i % 64);
+        if self.seen & bit != 0 {
             return err(format!("option {name} given more than once"));
         }
-        self.seen.push(name);
+        self.seen |= bit;
         Ok(Some(name))
     }
 

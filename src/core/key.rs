@@ -62,34 +62,84 @@ pub fn vary_digest(pairs: &[(&[u8], &[u8])]) -> Option<Digest> {
     Some(md5.finalize().into())
 }
 
-fn push_digest(key: &mut Vec<u8>, digest: &Option<Digest>) {
-    key.push(b':');
-    match digest {
-        Some(d) => {
-            let mut hex = [0u8; 32];
-            // Cannot fail: the buffer is exactly twice the digest's length.
-            let _ = hex::encode_to_slice(d, &mut hex);
-            key.extend_from_slice(&hex);
+/// The length of the entry key of `path` (`tagged`: it has its own hash tag) and `variant`.
+fn entry_key_len(path: &[u8], tagged: bool, variant: &Variant) -> usize {
+    let digest_len = |d: &Option<Digest>| if d.is_some() { 32 } else { 1 };
+    let braces = if tagged { 1 } else { 2 };
+    KEY_PREFIX.len() + braces + path.len() + 2 + digest_len(&variant.query) + digest_len(&variant.vary)
+}
+
+/// Writes the entry key into `out`, which is exactly [`entry_key_len`] bytes long.
+fn write_entry_key(out: &mut [u8], path: &[u8], tagged: bool, variant: &Variant) {
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        if let Some(dst) = out.get_mut(at..at + bytes.len()) {
+            dst.copy_from_slice(bytes);
         }
-        None => key.push(b'-'),
+        at += bytes.len();
+    };
+    put(KEY_PREFIX);
+    if tagged {
+        put(b"~");
+        put(path);
+    } else {
+        put(b"{");
+        put(path);
+        put(b"}");
+    }
+    for digest in [&variant.query, &variant.vary] {
+        put(b":");
+        match digest {
+            Some(d) => {
+                let mut hex = [0u8; 32];
+                // Cannot fail: the buffer is exactly twice the digest's length.
+                let _ = hex::encode_to_slice(d, &mut hex);
+                put(&hex);
+            }
+            None => put(b"-"),
+        }
     }
 }
 
 /// The Redis key of the entry for `path` (already validated) and `variant`.
 pub fn entry_key(path: &[u8], variant: &Variant) -> Vec<u8> {
-    let mut key = Vec::with_capacity(KEY_PREFIX.len() + path.len() + 2 + 2 * 33);
-    key.extend_from_slice(KEY_PREFIX);
-    if path::has_hash_tag(path) {
-        key.push(b'~');
-        key.extend_from_slice(path);
-    } else {
-        key.push(b'{');
-        key.extend_from_slice(path);
-        key.push(b'}');
-    }
-    push_digest(&mut key, &variant.query);
-    push_digest(&mut key, &variant.vary);
+    let tagged = path::has_hash_tag(path);
+    let mut key = vec![0; entry_key_len(path, tagged, variant)];
+    write_entry_key(&mut key, path, tagged, variant);
     key
+}
+
+/// Keys up to this length are built on the stack by [`entry_key_name`].
+const INLINE_KEY_LEN: usize = 256;
+
+/// An entry key for one command's use: on the stack unless the path is long.
+pub enum KeyName {
+    Inline([u8; INLINE_KEY_LEN], usize),
+    Heap(Vec<u8>),
+}
+
+impl std::ops::Deref for KeyName {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            KeyName::Inline(buf, len) => buf.get(..*len).unwrap_or_default(),
+            KeyName::Heap(key) => key,
+        }
+    }
+}
+
+/// [`entry_key`] without a heap allocation for the usual key lengths (GET's hot path).
+pub fn entry_key_name(path: &[u8], variant: &Variant) -> KeyName {
+    let tagged = path::has_hash_tag(path);
+    let len = entry_key_len(path, tagged, variant);
+    let mut buf = [0u8; INLINE_KEY_LEN];
+    match buf.get_mut(..len) {
+        Some(out) => {
+            write_entry_key(out, path, tagged, variant);
+            KeyName::Inline(buf, len)
+        }
+        None => KeyName::Heap(entry_key(path, variant)),
+    }
 }
 
 fn parse_digest(part: &[u8]) -> Option<Option<Digest>> {
@@ -137,6 +187,16 @@ mod tests {
         assert_eq!(entry_key(b"{shop1}/p/7", &Variant::default()), b"rcache:~{shop1}/p/7:-:-");
         let k = entry_key(b"/search", &Variant::new(b"?q=1", &[]));
         assert_eq!(k, format!("rcache:{{/search}}:{}:-", hex::encode(Md5::digest(b"q=1"))).as_bytes());
+    }
+
+    #[test]
+    fn key_names_on_the_stack_and_on_the_heap() {
+        let variant = Variant::new(b"a=1", &[(b"x", b"y")]);
+        for path in [&b"/a"[..], b"{t}/b", &[b'/'; 300]] {
+            let name = entry_key_name(path, &variant);
+            assert_eq!(&*name, entry_key(path, &variant).as_slice());
+            assert_eq!(matches!(name, KeyName::Inline(..)), path.len() < 100);
+        }
     }
 
     #[test]

@@ -50,7 +50,8 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_FreeModuleUser, RedisModule_ACLCheckKeyPermissions, RedisModule_SelectDb,
         RedisModule_ScanCursorCreate, RedisModule_ScanCursorDestroy, RedisModule_Scan,
         RedisModule_GetExpire, RedisModule_ReplyWithArray, RedisModule_ReplyWithSimpleString,
-        RedisModule_ReplyWithLongLong, RedisModule_CreateCommand, RedisModule_ReplyWithError
+        RedisModule_ReplyWithLongLong, RedisModule_CreateCommand, RedisModule_ReplyWithError,
+        RedisModule_StringTruncate, RedisModule_SetExpire
     );
     missing
 }
@@ -169,9 +170,27 @@ impl Key {
         Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) })
     }
 
-    /// Replaces whatever the key holds with `value` and no TTL, as SET does.
-    pub fn set_string(&self, value: &RString) -> bool {
-        unsafe { rm!(RedisModule_StringSet(self.0, value.ptr)) == raw::REDISMODULE_OK as c_int }
+    /// Replaces whatever the key holds with a string of `len` bytes that `fill` writes
+    /// in place (one copy, no intermediate buffer), keeping any TTL. A string of that
+    /// size already there is overwritten where it is; anything else is deleted first,
+    /// so the new string is allocated at its exact size (growing one would over-allocate).
+    pub fn write_string(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        if self.string().is_none_or(|s| s.len() != len) {
+            if self.kind() != KeyKind::Empty && !self.delete() {
+                return false;
+            }
+            if unsafe { rm!(RedisModule_StringTruncate(self.0, len)) } != raw::REDISMODULE_OK as c_int {
+                return false;
+            }
+        }
+        let mut n = 0usize;
+        let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_WRITE) as c_int;
+        let p = unsafe { rm!(RedisModule_StringDMA(self.0, &mut n, mode)) };
+        if p.is_null() || n != len {
+            return false;
+        }
+        fill(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), n) });
+        true
     }
 
     /// Overwrites `bytes.len()` bytes at `offset` of a string key in place (Redis
@@ -197,6 +216,10 @@ impl Key {
         }
         let ttl = unsafe { rm!(RedisModule_GetExpire(self.0)) };
         (ttl >= 0).then(|| milliseconds().saturating_add(ttl))
+    }
+
+    pub fn remove_expire(&self) -> bool {
+        unsafe { rm!(RedisModule_SetExpire(self.0, raw::REDISMODULE_NO_EXPIRE as c_longlong)) == raw::REDISMODULE_OK as c_int }
     }
 
     pub fn set_abs_expire(&self, at_ms: i64) -> bool {
@@ -268,12 +291,12 @@ impl Ctx {
     }
 
     /// Propagates `SET key value [PXAT at]` to replicas and the AOF.
-    pub fn replicate_set(&self, key: &[u8], value: &[u8], pxat: Option<i64>) {
-        let (k, v) = (key.as_ptr().cast::<c_char>(), value.as_ptr().cast::<c_char>());
+    pub fn replicate_set(&self, key: &RString, value: &[u8], pxat: Option<i64>) {
+        let v = value.as_ptr().cast::<c_char>();
         unsafe {
             match pxat {
-                Some(at) => rm!(RedisModule_Replicate(self.0, c"SET".as_ptr(), c"bbcl".as_ptr(), k, key.len(), v, value.len(), c"PXAT".as_ptr(), at as c_longlong)),
-                None => rm!(RedisModule_Replicate(self.0, c"SET".as_ptr(), c"bb".as_ptr(), k, key.len(), v, value.len())),
+                Some(at) => rm!(RedisModule_Replicate(self.0, c"SET".as_ptr(), c"sbcl".as_ptr(), key.ptr, v, value.len(), c"PXAT".as_ptr(), at as c_longlong)),
+                None => rm!(RedisModule_Replicate(self.0, c"SET".as_ptr(), c"sb".as_ptr(), key.ptr, v, value.len())),
             };
         }
     }

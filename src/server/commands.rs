@@ -12,7 +12,7 @@ use crate::core::entry::{self, Header, Soften, State};
 use crate::server::events;
 use crate::ffi::{self, Argv, Command, Ctx, Key, KeyKind, RString, NOTIFY_GENERIC, NOTIFY_STRING};
 use crate::server::guard::guarded;
-use crate::core::key::{entry_key, parse_entry_key};
+use crate::core::key::{entry_key, entry_key_name, parse_entry_key};
 use crate::core::path::Coverage;
 use crate::core::stats::{bump, STATS};
 use crate::server::store;
@@ -132,8 +132,7 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
         }
     };
     let variant = req.variant.variant();
-    let key_name = entry_key(req.path, &variant);
-    let stored = entry::encode(req.value, lifetime, etag, &req.tags);
+    let key_name = entry_key_name(req.path, &variant);
     let key = ctx.string(&key_name);
     let replaced_untagged_entry = {
         let open = ctx.open_key(&key, true);
@@ -141,12 +140,18 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
         // a pending re-read covers one written by a plain SET): refreshing an untagged
         // entry without tags needs no index work, the common case for a cache.
         let untagged = open.string().is_some_and(|old| entry::decode(old).is_ok_and(|e| e.tags.is_empty()));
-        if !open.set_string(&ctx.string(&stored)) || expire_at.is_some_and(|at| !open.set_abs_expire(at)) {
+        let len = entry::encoded_len(req.value.len(), etag, &req.tags);
+        let written = open.write_string(len, |out| entry::encode_into(out, req.value, lifetime, etag, &req.tags));
+        let expiry_set = match expire_at {
+            Some(at) => open.set_abs_expire(at),
+            None => open.remove_expire(),
+        };
+        if !written || !expiry_set {
             return Err("ERR could not write the entry".into());
         }
+        ctx.replicate_set(&key, open.string().unwrap_or_default(), expire_at);
         untagged
     };
-    ctx.replicate_set(&key_name, &stored, expire_at);
     notify(ctx, NOTIFY_STRING, c"set", &key);
     if expire_at.is_some() {
         notify(ctx, NOTIFY_GENERIC, c"expire", &key);
@@ -170,7 +175,7 @@ fn entry_header(key: &Key) -> ArgResult<Option<Header>> {
 
 fn get_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_get("rcache.get", argv, &config::limits())?;
-    let key = ctx.open_key(&ctx.string(&entry_key(req.path, &req.variant.variant())), false);
+    let key = ctx.open_key(&ctx.string(&entry_key_name(req.path, &req.variant.variant())), false);
     match entry_header(&key)? {
         Some(h) if h.state(ffi::milliseconds()) == State::Fresh => {
             ctx.reply_bulk(&key.string().unwrap_or_default()[h.value_at..]);
@@ -187,7 +192,7 @@ fn get_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
 
 fn lookup_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_lookup(argv, &config::limits())?;
-    let key = ctx.open_key(&ctx.string(&entry_key(req.path, &req.variant.variant())), false);
+    let key = ctx.open_key(&ctx.string(&entry_key_name(req.path, &req.variant.variant())), false);
     let found = entry_header(&key)?;
     reply_lookup(ctx, &key, found.as_ref(), req.if_none_match, None);
     Ok(Reply::Sent)
