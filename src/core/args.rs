@@ -46,11 +46,13 @@ fn check_label(label: &[u8], what: &str) -> ArgResult<()> {
 
 /// A positive decimal integer without sign, spaces or leading zeros, as Redis parses.
 fn parse_positive(arg: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(arg).ok()?;
-    if s.starts_with('+') || s.starts_with('0') {
+    if arg.first().is_none_or(|&b| b == b'0') {
         return None;
     }
-    s.parse::<i64>().ok().filter(|&n| n > 0)
+    arg.iter().try_fold(0i64, |n, &b| match b {
+        b'0'..=b'9' => n.checked_mul(10)?.checked_add(i64::from(b - b'0')),
+        _ => None,
+    })
 }
 
 /// An integer option in `min..=max` (a plain decimal, `0` allowed when `min` is 0).
@@ -357,6 +359,25 @@ mod tests {
         let owned = a(s);
         let refs: Vec<&[u8]> = owned.iter().map(|v| v.as_slice()).collect();
         parse_set(&refs, &LIMITS).map(|r| (r.ttl_ms, r.tags.iter().map(|t| t.to_vec()).collect(), r.variant.vary.len(), r.variant.query.to_vec()))
+    }
+
+    #[test]
+    fn positive_integers_as_redis_parses_them() {
+        for (arg, expected) in [
+            (&b"1"[..], Some(1)),
+            (b"3600000", Some(3_600_000)),
+            (b"9223372036854775807", Some(i64::MAX)),
+            (b"9223372036854775808", None),
+            (b"0", None),
+            (b"007", None),
+            (b"+5", None),
+            (b"-5", None),
+            (b"5 ", None),
+            (b"", None),
+            (b"1e3", None),
+        ] {
+            assert_eq!(parse_positive(arg), expected, "{}", String::from_utf8_lossy(arg));
+        }
     }
 
     #[test]

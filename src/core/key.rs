@@ -7,7 +7,10 @@
 //! `:`, so a key parses unambiguously from the right and the mapping is injective.
 //! Pure logic; knows nothing of Redis.
 
+use std::sync::Mutex;
+
 use md5::{Digest as _, Md5};
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::core::path;
 
@@ -31,7 +34,50 @@ impl Variant {
 /// MD5 of the query string after one leading `?`; an empty query is no query.
 pub fn query_digest(query: &[u8]) -> Option<Digest> {
     let query = query.strip_prefix(b"?").unwrap_or(query);
-    (!query.is_empty()).then(|| Md5::digest(query).into())
+    (!query.is_empty()).then(|| QUERY_MEMO.digest(query))
+}
+
+/// Query strings up to this length are remembered with their MD5.
+const MEMO_QUERY_LEN: usize = 48;
+const MEMO_SLOTS: usize = 64;
+
+#[derive(Clone, Copy)]
+struct MemoSlot {
+    len: usize,
+    query: [u8; MEMO_QUERY_LEN],
+    digest: Digest,
+}
+
+/// The MD5 of recently seen short query strings. A cache's hot requests repeat the
+/// same few query strings (`page=2`, `lang=en`), and MD5 (about 700 instructions for
+/// one block) was the largest single cost of GET after Redis' own key lookup. Direct
+/// mapped by a fast hash; a slot answers only for the exact same bytes, so a hit
+/// returns exactly what MD5 would, and a miss costs one MD5 as before.
+struct QueryMemo(Mutex<[Option<MemoSlot>; MEMO_SLOTS]>);
+
+static QUERY_MEMO: QueryMemo = QueryMemo(Mutex::new([None; MEMO_SLOTS]));
+
+impl QueryMemo {
+    fn digest(&self, query: &[u8]) -> Digest {
+        let md5 = || Md5::digest(query).into();
+        if query.len() > MEMO_QUERY_LEN {
+            return md5();
+        }
+        // Contention (only possible in unit tests: Redis runs commands on one thread)
+        // or a poisoned lock: just hash.
+        let Ok(mut slots) = self.0.try_lock() else { return md5() };
+        let Some(slot) = slots.get_mut(xxh3_64(query) as usize % MEMO_SLOTS) else { return md5() };
+        if let Some(hit) = slot.as_ref().filter(|s| s.query.get(..s.len) == Some(query)) {
+            return hit.digest;
+        }
+        let digest: Digest = md5();
+        let mut remembered = MemoSlot { len: query.len(), query: [0; MEMO_QUERY_LEN], digest };
+        if let Some(dst) = remembered.query.get_mut(..query.len()) {
+            dst.copy_from_slice(query);
+            *slot = Some(remembered);
+        }
+        digest
+    }
 }
 
 /// MD5 of the vary set in canonical form: names lower-cased (ASCII), pairs sorted by
@@ -197,6 +243,17 @@ mod tests {
             assert_eq!(&*name, entry_key(path, &variant).as_slice());
             assert_eq!(matches!(name, KeyName::Inline(..)), path.len() < 100);
         }
+    }
+
+    /// Remembered digests are MD5's, also when many queries share few slots.
+    #[test]
+    fn query_memo_answers_as_md5() {
+        let queries: Vec<Vec<u8>> = (0..500).map(|i| format!("page={}&lang=en", i % 150).into_bytes()).collect();
+        for q in queries.iter().chain(queries.iter().rev()) {
+            assert_eq!(query_digest(q), Some(Md5::digest(q).into()), "{}", String::from_utf8_lossy(q));
+        }
+        let long = vec![b'a'; MEMO_QUERY_LEN + 1];
+        assert_eq!(query_digest(&long), Some(Md5::digest(&long).into()));
     }
 
     #[test]
