@@ -45,17 +45,20 @@ assert sum(VARIANTS_PER_MATCH) == ENTRIES_PER_PHASE
 
 MODES = {
     # n: entries; fan: (phases per tournament, tournaments per site)
+    # tag_n: entries per round of the tag-memory phase
     "full": dict(n=1_000_000, fan=(100, 100), reps=3, tp_keys=100_000,
-                 n_p16=1_000_000, n_p1=200_000, time_limit=3 * 3600),
+                 n_p16=1_000_000, n_p1=200_000, tag_n=100_000, time_limit=3 * 3600),
     "quick": dict(n=100_000, fan=(100, 100), reps=3, tp_keys=10_000,
-                  n_p16=80_000, n_p1=15_000, time_limit=600),
+                  n_p16=80_000, n_p1=15_000, tag_n=20_000, time_limit=600),
     # issue 12's hot-path cases alone (bench/hotpath.py), native and rcache only
     "hotpath": dict(n=1_000_000, fan=(100, 100), reps=3, tp_keys=100_000,
                     n_p16=1_000_000, n_p1=200_000, time_limit=3600),
     "smoke": dict(n=3_000, fan=(10, 10), reps=2, tp_keys=500,
-                  n_p16=4_000, n_p1=1_000, time_limit=120),
+                  n_p16=4_000, n_p1=1_000, tag_n=2_000, time_limit=120),
 }
 CLIENTS = 50
+TAGS_PER_ENTRY = (0, 1, 8, 64)  # tag-memory phase; 0 is the untagged reference
+TAG_POOL = 1000  # distinct tags the entries draw from
 LUA_N_DIVISOR = 4
 SIZES = (1024, 100)
 
@@ -466,6 +469,49 @@ class Bench:
         if "rcache" in self.schemes:
             self.check_key_names()
 
+    # -- phase 4: what tags cost
+    def phase_tag_memory(self):
+        """Bytes per (entry, tag) pair: tag_n entries of 100 B with k tags each (drawn from
+        TAG_POOL), against the same entries untagged, from INFO rcache_index_bytes (what
+        the allocator holds for the module) and from used_memory; each round is purged."""
+        sch = self.schemes["rcache"]
+        srv = sch.server
+        n = self.cfg["tag_n"]
+        value = self.value[100]
+        log("\n== tag memory: %d entries of 100 B per round, tags drawn from %d" % (n, TAG_POOL))
+        rounds = {}
+        # An unmeasured untagged round first: the keyspace's own tables grow to size
+        # there, not in the first measured round.
+        for k in (None,) + TAGS_PER_ENTRY:
+            prefix = "/tagmem/%s" % ("warmup" if k is None else k)
+
+            def cmds():
+                for i in range(n):
+                    tags = ["tag:%d" % ((i * 7 + t * 13) % TAG_POOL) for t in range(k or 0)]
+                    yield encode("RCACHE.SET", "%s/%d" % (prefix, i), value, *((["TAGS", str(k)] + tags) if k else []))
+            i0, m0 = self.rcache_info(srv).get("rcache_index_bytes", 0), srv.used_memory()
+            _, errors = sch.raw.pipeline(cmds())
+            i1, m1 = self.rcache_info(srv).get("rcache_index_bytes", 0), srv.used_memory()
+            self.check(not errors, "rcache: tag-memory load with %s tags/entry without errors (first: %s)" % (k, errors[:1]))
+            removed = srv.r.execute_command("RCACHE.PURGE", prefix)
+            self.check(removed == n, "rcache: tag-memory round %s purged %d entries (got %r)" % (k, n, removed))
+            if k is not None:
+                rounds[k] = {"index_bytes": i1 - i0, "used_memory": m1 - m0}
+        base = rounds[0]
+        for k, r in rounds.items():
+            r["index_per_entry"] = r["index_bytes"] / n
+            if k:
+                r["index_per_pair"] = (r["index_bytes"] - base["index_bytes"]) / (n * k)
+                r["used_per_pair"] = (r["used_memory"] - base["used_memory"]) / (n * k)
+            log("  %2d tags/entry: index %.1f B/entry%s" % (k, r["index_per_entry"], (
+                ", %.1f B per (entry, tag) pair over untagged (used_memory: %.1f)" % (r["index_per_pair"], r["used_per_pair"])) if k else ""))
+        hi, lo = max(TAGS_PER_ENTRY), sorted(TAGS_PER_ENTRY)[-2]
+        marginal = (rounds[hi]["index_bytes"] - rounds[lo]["index_bytes"]) / (n * (hi - lo))
+        log("  one more pair (%d vs %d tags/entry): %.1f B" % (hi, lo, marginal))
+        self.check(marginal > 0, "rcache: tags cost index memory (marginal %.1f B/pair)" % marginal)
+        self.res["tag_memory"] = {"n": n, "pool": TAG_POOL, "rounds": {str(k): r for k, r in rounds.items()},
+                                  "marginal_per_pair": marginal, "marginal_between": [lo, hi]}
+
     def rcache_info(self, srv):
         try:
             return srv.r.info("rcache")
@@ -702,6 +748,8 @@ class Bench:
             hotpath.phase(self, {"log": log, "Perf": Perf, "cmd_delta": cmd_delta})
             if self.mode != "hotpath":
                 self.phase_purge()
+                if "rcache" in self.schemes:
+                    self.phase_tag_memory()
             for name, srv in self.servers.items():
                 self.check(srv.alive(), "%s: redis-server still running at the end" % name)
         finally:

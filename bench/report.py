@@ -79,6 +79,13 @@ def targets(res):
     ipe = mem.get("rcache", {}).get("index_per_entry")
     out.append(("index ≤ 100 B/entry at N=1M" + note_n, f(ipe, "%.1f") + " B/entry (INFO rcache_index_bytes / N)",
                 st(None if ipe is None else ipe <= 100)))
+    tm = res.get("tag_memory")
+    if tm:
+        lo, hi = tm["marginal_between"]
+        out.append(("(entry, tag) pair ≤ 24 B beyond the tag's bytes",
+                    "%s B per further pair (%d vs %d tags/entry); %s B for an entry's only tag" % (
+                        f(tm["marginal_per_pair"], "%.1f"), hi, lo, f(tm["rounds"].get("1", {}).get("index_per_pair"), "%.1f")),
+                    st(tm["marginal_per_pair"] <= 24)))
     return out
 
 
@@ -222,6 +229,19 @@ def render(res):
             rows.append([name, "%.1f MB" % (m["used_memory_delta"] / 1e6), f(m["per_entry"], "%.1f"),
                          f(m.get("over_native_per_entry"), "%+.1f"), idx, "%.1f s" % m["load_s"]])
         L.append(table(["scheme", "used_memory Δ", "B/entry", "B/entry over native", "index B/entry", "load time"], rows))
+        L.append("")
+
+    tm = res.get("tag_memory")
+    if tm:
+        L.append("## Tag memory\n")
+        L.append("%s entries of 100 B per round, each with k tags drawn from %d; bytes per (entry, tag) pair = "
+                 "(round − untagged round) ÷ (entries × k), from INFO rcache_index_bytes (what the allocator "
+                 "holds for the module) and from used_memory.\n" % (format(tm["n"], ","), tm["pool"]))
+        rows = []
+        for k, r in sorted(tm["rounds"].items(), key=lambda kv: int(kv[0])):
+            rows.append([k, f(r["index_per_entry"], "%.1f"), f(r.get("index_per_pair"), "%.1f") if k != "0" else "—",
+                         f(r.get("used_per_pair"), "%.1f") if k != "0" else "—"])
+        L.append(table(["tags/entry", "index B/entry", "index B/pair", "used_memory B/pair"], rows))
         L.append("")
 
     L.append("## Checks\n")

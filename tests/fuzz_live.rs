@@ -130,8 +130,14 @@ fn random_case(rng: &mut StdRng, word: &str) -> Vec<u8> {
     word.bytes().map(|c| if rng.gen_bool(0.5) { c.to_ascii_lowercase() } else { c.to_ascii_uppercase() }).collect()
 }
 
-const COMMANDS: [&str; 7] = ["RCACHE.SET", "RCACHE.GET", "RCACHE.DEL", "RCACHE.PURGE", "RCACHE.PURGETAG", "RCACHE.LIST", "RCACHE.KEY"];
-const KEYWORDS: [&str; 8] = ["VARY", "TAGS", "EX", "PX", "QUERY", "COUNT", "AFTER", "EXACT"];
+/// The chaos phase's commands. LOOKUP's LEASE and WAIT are left out of its keywords: a
+/// valid WAIT of up to an hour on a leased entry would block a chaos connection (leases
+/// have their own tests); everything else LOOKUP takes is in.
+const COMMANDS: [&str; 10] = [
+    "RCACHE.SET", "RCACHE.GET", "RCACHE.LOOKUP", "RCACHE.DEL", "RCACHE.PURGE", "RCACHE.SOFTPURGE", "RCACHE.PURGETAG",
+    "RCACHE.SOFTPURGETAG", "RCACHE.LIST", "RCACHE.KEY",
+];
+const KEYWORDS: [&str; 12] = ["VARY", "TAGS", "EX", "PX", "QUERY", "COUNT", "AFTER", "EXACT", "GRACE", "JITTER", "ETAG", "IFNONEMATCH"];
 
 /// Numbers a hostile client writes. The ones that are valid TTLs are either at most
 /// 5 (seconds or ms, gone before the checks) or at least 10^6 (outlive the test).
@@ -409,18 +415,24 @@ impl Strict {
         }
     }
 
-    fn bad_path(&mut self) -> Vec<u8> {
+    /// A path `command` must refuse at `position` (1, or the AFTER value): only SET
+    /// applies `rcache.max-path-len`, the others accept up to 65536 bytes, and LIST
+    /// takes the empty prefix (every path).
+    fn bad_path(&mut self, command: &str, position: PathAt) -> Vec<u8> {
         let base = if self.rng.gen_bool(0.5) { self.root.clone() } else { self.root.replace("/ok/", "/fz/") };
+        let too_long = if command == "RCACHE.SET" { MAX_PATH_LEN } else { 65_536 };
+        let empty_ok = command == "RCACHE.LIST" && position == PathAt::First;
         match self.rng.gen_range(0..9) {
-            0 => Vec::new(),
+            0 if !empty_ok => Vec::new(),
+            0 => b(&format!("{base}/a\x01")),
             1 => b(&format!("{base}/a\x01")),
             2 => b(&format!("{base}?x=1")),
             3 => b(&format!("{base}/{{}}")),
             4 => b(&format!("{base}/{{a}}{{b}}")),
             5 => b(&format!("{base}/}}")),
             6 => b(&format!("{base}\x7f")),
-            7 => b(&format!("{base}/{}", "a".repeat(MAX_PATH_LEN))),
-            _ => b(&format!("{base}/{}", "a".repeat(if self.rng.gen_bool(0.05) { 100_000 } else { 300 }))),
+            7 => b(&format!("{base}/{}", "a".repeat(too_long))),
+            _ => b(&format!("{base}/{}", "a".repeat(if self.rng.gen_bool(0.05) { 100_000 } else { too_long.max(300) }))),
         }
     }
 
@@ -442,7 +454,7 @@ impl Strict {
                 let at = self.rng.gen_range(1..req.len());
                 req[at] = self.bad_label();
             }
-            1 | 2 => req[1] = self.bad_path(),
+            1 | 2 => req[1] = self.bad_path(&command, PathAt::First),
             // An unknown option, or a known one that this command does not take.
             3 => {
                 let word = match command.as_str() {
@@ -538,7 +550,7 @@ impl Strict {
                     let n = b(["0", "10001", "-1", "abc", "18446744073709551616", "1.0", ""].choose(&mut self.rng).unwrap());
                     req.extend([b("COUNT"), n]);
                 } else {
-                    let p = self.bad_path();
+                    let p = self.bad_path(&command, PathAt::After);
                     req.extend([b("AFTER"), p]);
                 }
             }
@@ -546,12 +558,18 @@ impl Strict {
                 if command == "RCACHE.PURGETAG" {
                     req.truncate(1);
                 } else {
-                    req[1] = self.bad_path();
+                    req[1] = self.bad_path(&command, PathAt::First);
                 }
             }
         }
         req
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PathAt {
+    First,
+    After,
 }
 
 /// `<q>:<v>`, each `-` or 32 lowercase hex digits.

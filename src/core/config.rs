@@ -36,7 +36,7 @@ impl Setting {
 pub static DEFAULT_TTL: Setting = Setting::new("default-ttl", 0, 315_360_000, 0);
 pub static DEFAULT_GRACE: Setting = Setting::new("default-grace", 0, 315_360_000, 0);
 pub static TTL_JITTER: Setting = Setting::new("ttl-jitter", 0, 100, 0);
-pub static MAX_PATH_LEN: Setting = Setting::new("max-path-len", 1, 65_536, 4096);
+pub static MAX_PATH_LEN: Setting = Setting::new("max-path-len", 1, crate::core::path::MAX_PATH_LEN as i64, 4096);
 pub static MAX_TAGS: Setting = Setting::new("max-tags", 1, 1024, 64);
 pub static MAX_VARY: Setting = Setting::new("max-vary", 1, 256, 32);
 

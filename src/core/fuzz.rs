@@ -90,7 +90,8 @@ fn random_case(word: &'static str) -> impl Strategy<Value = Vec<u8>> {
 fn keyword() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         random_case("VARY"), random_case("TAGS"), random_case("EX"), random_case("PX"), random_case("QUERY"),
-        random_case("COUNT"), random_case("AFTER"), random_case("EXACT"),
+        random_case("COUNT"), random_case("AFTER"), random_case("EXACT"), random_case("GRACE"), random_case("JITTER"),
+        random_case("ETAG"), random_case("LEASE"), random_case("WAIT"), random_case("IFNONEMATCH"),
     ]
 }
 
@@ -164,6 +165,7 @@ fn request() -> impl Strategy<Value = Vec<Vec<u8>>> {
     let well_formed = (valid_path(), proptest::collection::vec(any::<u8>(), 0..8), proptest::collection::vec(label(), 1..4), 1u64..3)
         .prop_map(|(path, value, tags, n)| {
             let mut r = vec![path, value, b"EX".to_vec(), n.to_string().into_bytes(), b"QUERY".to_vec(), b"?a=1".to_vec()];
+            r.extend([b"GRACE".to_vec(), b"30".to_vec(), b"JITTER".to_vec(), b"10".to_vec(), b"ETAG".to_vec(), b"\"e\"".to_vec()]);
             r.extend([b"VARY".to_vec(), b"2".to_vec(), b"Accept".to_vec(), b"x".to_vec(), b"accept".to_vec(), b"".to_vec()]);
             r.push(b"TAGS".to_vec());
             r.push(tags.len().to_string().into_bytes());
@@ -227,6 +229,9 @@ proptest! {
             prop_assert!(s.variant.vary.len() <= LIMITS.max_vary);
             prop_assert!(s.variant.query.len() <= MAX_QUERY_LEN);
             prop_assert!(s.ttl_ms.is_none_or(|ms| ms > 0));
+            prop_assert!(s.grace_s.is_none_or(|g| (0..=315_360_000).contains(&g)));
+            prop_assert!(s.jitter_percent.is_none_or(|j| (0..=100).contains(&j)));
+            prop_assert!(s.etag.is_none_or(|e| !e.is_empty() && e.len() <= MAX_NAME_LEN && !e.iter().any(|&b| b < 0x20 || b == 0x7f)));
             for (i, t) in s.tags.iter().enumerate() {
                 prop_assert!(!t.is_empty() && t.len() <= MAX_NAME_LEN && !s.tags[..i].contains(t));
             }
@@ -240,20 +245,30 @@ proptest! {
             prop_assert_eq!((e.value, e.tags), (s.value, s.tags.clone()));
         }
 
+        let (lookup, big) = largest_allocation(|| args::parse_lookup(&argv, &LIMITS));
+        prop_assert!(big <= bound, "parse_lookup allocated {big}");
+        if let Ok(l) = lookup {
+            prop_assert!(path_ok(l.path, path::MAX_PATH_LEN));
+            prop_assert!(l.variant.vary.len() <= LIMITS.max_vary);
+            for ms in [l.lease_ms, l.wait_ms].into_iter().flatten() {
+                prop_assert!((1..=3_600_000).contains(&ms));
+            }
+        }
+
         for command in ["rcache.get", "rcache.del", "rcache.key"] {
             let (got, big) = largest_allocation(|| args::parse_get(command, &argv, &LIMITS));
             prop_assert!(big <= bound, "{command} allocated {big}");
             if let Ok(g) = got {
-                prop_assert!(path_ok(g.path, LIMITS.max_path_len));
+                prop_assert!(path_ok(g.path, path::MAX_PATH_LEN));
                 prop_assert!(g.variant.vary.len() <= LIMITS.max_vary);
                 let _ = g.variant.variant();
             }
         }
 
-        let (purge, big) = largest_allocation(|| args::parse_purge("rcache.purge", &argv, &LIMITS));
+        let (purge, big) = largest_allocation(|| args::parse_purge("rcache.purge", &argv));
         prop_assert!(big <= bound, "parse_purge allocated {big}");
         if let Ok(p) = purge {
-            prop_assert!(path_ok(p.prefix, LIMITS.max_path_len));
+            prop_assert!(path_ok(p.prefix, path::MAX_PATH_LEN));
             prop_assert_eq!(p.exact, argv.len() == 2);
         }
 
@@ -264,12 +279,12 @@ proptest! {
             prop_assert!(argv.iter().all(|a| tags.contains(a)), "every tag sent is kept");
         }
 
-        let (list, big) = largest_allocation(|| args::parse_list(&argv, &LIMITS));
+        let (list, big) = largest_allocation(|| args::parse_list(&argv));
         prop_assert!(big <= bound, "parse_list allocated {big}");
         if let Ok(l) = list {
-            prop_assert!(path_ok(l.prefix, LIMITS.max_path_len));
+            prop_assert!(l.prefix.is_empty() || path_ok(l.prefix, path::MAX_PATH_LEN));
             prop_assert!((1..=MAX_LIST_COUNT).contains(&l.count));
-            prop_assert!(l.after.is_none_or(|a| path_ok(a, LIMITS.max_path_len)));
+            prop_assert!(l.after.is_none_or(|a| path_ok(a, path::MAX_PATH_LEN)));
         }
     }
 

@@ -7,6 +7,7 @@ pub mod entry;
 pub mod index;
 pub mod key;
 pub mod path;
+pub mod purge;
 pub mod stats;
 
 /// Fuzz targets over everything that reads client bytes (unit tests only).

@@ -26,6 +26,9 @@ impl fmt::Display for PathError {
     }
 }
 
+/// The longest path any command accepts: the maximum of `rcache.max-path-len`.
+pub const MAX_PATH_LEN: usize = 65_536;
+
 /// Bytes that need a closer look in a path: control characters, `?`, `{` and `}`.
 const SPECIAL: [bool; 256] = {
     let mut t = [false; 256];
@@ -98,6 +101,11 @@ impl<'a> Coverage<'a> {
         subtree.extend_from_slice(base);
         subtree.push(b'/');
         Coverage { exact: Some(base), subtree: Some(subtree) }
+    }
+
+    /// Every path (`LIST ""`).
+    pub fn all() -> Self {
+        Coverage { exact: None, subtree: Some(Vec::new()) }
     }
 
     /// `PURGE prefix EXACT`: the path itself, byte for byte.

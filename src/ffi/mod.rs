@@ -51,7 +51,7 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_ScanCursorCreate, RedisModule_ScanCursorDestroy, RedisModule_Scan,
         RedisModule_GetExpire, RedisModule_ReplyWithArray, RedisModule_ReplyWithSimpleString,
         RedisModule_ReplyWithLongLong, RedisModule_CreateCommand, RedisModule_ReplyWithError,
-        RedisModule_StringTruncate, RedisModule_SetExpire
+        RedisModule_StringTruncate, RedisModule_SetExpire, RedisModule_MallocSize
     );
     missing
 }
@@ -228,6 +228,17 @@ impl Key {
 
     pub fn delete(&self) -> bool {
         unsafe { rm!(RedisModule_DeleteKey(self.0)) == raw::REDISMODULE_OK as c_int }
+    }
+}
+
+/// The bytes Redis' allocator really holds for `ptr` (its usable size: the size
+/// class, not the size asked for), as `used_memory` counts them. Called from the
+/// global allocator, so it must not panic or allocate: 0 before the module API is
+/// set up (then the allocator itself is not usable either).
+pub fn malloc_size(ptr: *mut u8) -> usize {
+    match unsafe { raw::RedisModule_MallocSize } {
+        Some(f) => unsafe { f(ptr.cast()) },
+        None => 0,
     }
 }
 

@@ -286,7 +286,7 @@ fn coverage_of<'a>(req: &args::PurgeArgs<'a>) -> Coverage<'a> {
 }
 
 fn purge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
-    let req = args::parse_purge("rcache.purge", argv, &config::limits())?;
+    let req = args::parse_purge("rcache.purge", argv)?;
     let started = Instant::now();
     let coverage = coverage_of(&req);
     let db = ctx.selected_db();
@@ -300,7 +300,7 @@ fn purge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
 }
 
 fn softpurge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
-    let req = args::parse_purge("rcache.softpurge", argv, &config::limits())?;
+    let req = args::parse_purge("rcache.softpurge", argv)?;
     let started = Instant::now();
     let db = ctx.selected_db();
     let keys = covered_keys(ctx, db, &coverage_of(&req))?;
@@ -378,10 +378,10 @@ fn soften_keys(ctx: Ctx, db: i32, keys: Vec<Vec<u8>>) -> u64 {
 }
 
 fn list_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
-    let req = args::parse_list(argv, &config::limits())?;
+    let req = args::parse_list(argv)?;
     events::process_pending(ctx);
     let db = ctx.selected_db();
-    let coverage = Coverage::prefix(req.prefix);
+    let coverage = if req.prefix.is_empty() { Coverage::all() } else { Coverage::prefix(req.prefix) };
     let paths = store::with(|s| s.existing_db(db).map(|d| d.paths.list(&coverage, req.after, req.count)).unwrap_or_default());
     Ok(Reply::Paths(paths))
 }

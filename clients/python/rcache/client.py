@@ -252,7 +252,8 @@ class RCache:
         after: Optional[Bytesish] = None,
     ) -> Any:
         """``RCACHE.LIST``: up to ``count`` (module default 100, max 10000) distinct
-        paths under ``prefix``, ascending, strictly after ``after``."""
+        paths under ``prefix``, ascending, strictly after ``after``. The empty
+        prefix ``""`` lists every path (the user needs access to every key)."""
         args: List[Any] = ["RCACHE.LIST", _b(prefix)]
         if count is not None:
             args += [b"COUNT", str(int(count)).encode()]

@@ -1,0 +1,286 @@
+//! The path index and the tag index of one database. Pure logic; knows nothing of Redis.
+//!
+//! - [`tree`]: the path index, a radix tree over path bytes (purges by prefix, LIST);
+//! - [`variants`]: the entries at one path, one per variant, O(1) per change however
+//!   many variants a path has;
+//! - [`tags`]: tag → entries and entry → tags, with interned tags and small ids.
+//!
+//! Every operation costs O(1) per entry it adds or removes, plus the path's length.
+
+mod tags;
+mod tree;
+mod variants;
+
+pub use tags::{EntryId, TagIndex};
+pub use tree::PathIndex;
+pub use variants::Stored;
+
+use crate::core::key::{entry_key, Variant};
+use crate::core::path::Coverage;
+
+/// Everything the module indexes for one Redis database.
+#[derive(Debug, Default)]
+pub struct DbIndex {
+    pub paths: PathIndex,
+    pub tags: TagIndex,
+}
+
+impl DbIndex {
+    /// Indexes the entry at (path, variant) with `tags`, replacing what was there.
+    pub fn insert(&mut self, path: &[u8], variant: Variant, tags: &[&[u8]]) {
+        let id = self.tags.add(path, variant, tags);
+        if let Some(old) = self.paths.insert(path, Stored { variant, tags: id }).and_then(|old| old.tags) {
+            self.tags.forget(old);
+        }
+    }
+
+    /// Drops the entry at (path, variant) from the index; returns whether it was there.
+    pub fn remove(&mut self, path: &[u8], variant: &Variant) -> bool {
+        match self.paths.remove(path, variant) {
+            Some(stored) => {
+                if let Some(id) = stored.tags {
+                    self.tags.forget(id);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The distinct paths and the entry keys the coverage includes.
+    pub fn covered(&self, coverage: &Coverage<'_>) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let (mut paths, mut keys) = (Vec::<Vec<u8>>::new(), Vec::new());
+        self.paths.for_each_covered(coverage, |path, s| {
+            if paths.last().map(Vec::as_slice) != Some(path) {
+                paths.push(path.to_vec());
+            }
+            keys.push(entry_key(path, &s.variant));
+        });
+        (paths, keys)
+    }
+
+    /// Drops every covered entry from the index; returns how many there were.
+    pub fn remove_covered(&mut self, coverage: &Coverage<'_>) -> usize {
+        let tags = &mut self.tags;
+        self.paths.remove_covered(coverage, |stored| {
+            if let Some(id) = stored.tags {
+                tags.forget(id);
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tree::tests::check;
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn v(q: &str) -> Variant {
+        Variant::new(q.as_bytes(), &[])
+    }
+
+    fn st(q: &str) -> Stored {
+        Stored { variant: v(q), tags: None }
+    }
+
+    fn paths_of(index: &PathIndex, coverage: &Coverage<'_>) -> Vec<String> {
+        let mut out = Vec::new();
+        index.for_each_covered(coverage, |p, _| out.push(String::from_utf8_lossy(p).into_owned()));
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn purge_removes_the_covered_subtree_only() {
+        let mut index = PathIndex::default();
+        for p in ["/tournament/5", "/tournament/5/", "/tournament/5/bracket", "/tournament/5/a/b", "/tournament/50", "/tournament/5x", "/tournament"] {
+            index.insert(p.as_bytes(), st(""));
+            index.insert(p.as_bytes(), st("page=2"));
+        }
+        check(&index);
+        let cov = Coverage::prefix(b"/tournament/5/");
+        assert_eq!(
+            paths_of(&index, &cov),
+            ["/tournament/5", "/tournament/5", "/tournament/5/", "/tournament/5/", "/tournament/5/a/b", "/tournament/5/a/b", "/tournament/5/bracket", "/tournament/5/bracket"]
+        );
+        assert_eq!(index.remove_covered(&cov, |_| {}), 8);
+        check(&index);
+        assert_eq!(index.entries(), 6);
+        assert_eq!(index.paths(), 3);
+        assert_eq!(paths_of(&index, &Coverage::prefix(b"/")), ["/tournament", "/tournament", "/tournament/50", "/tournament/50", "/tournament/5x", "/tournament/5x"]);
+    }
+
+    #[test]
+    fn exact_purge_leaves_children() {
+        let mut index = PathIndex::default();
+        for p in ["/a", "/a/b", "/ab"] {
+            index.insert(p.as_bytes(), st(""));
+        }
+        assert_eq!(index.remove_covered(&Coverage::exact(b"/a"), |_| {}), 1);
+        check(&index);
+        assert_eq!(paths_of(&index, &Coverage::prefix(b"/")), ["/a/b", "/ab"]);
+    }
+
+    #[test]
+    fn list_is_in_byte_order_and_pages() {
+        let mut index = PathIndex::default();
+        // '-' and '.' sort before '/', so segment order and byte order differ here.
+        let paths = ["/a", "/a-b", "/a-b/c", "/a.x", "/a/b", "/a/b/c", "/b", "/a/", "shop/x", "a"];
+        for p in paths {
+            index.insert(p.as_bytes(), st(""));
+        }
+        let mut want: Vec<&str> = paths.to_vec();
+        want.sort();
+        let all = index.list(&Coverage::all(), None, 100);
+        assert_eq!(all, want.iter().map(|p| p.as_bytes().to_vec()).collect::<Vec<_>>());
+        let mut paged = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = index.list(&Coverage::all(), after.as_deref(), 3);
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().cloned();
+            paged.extend(page);
+        }
+        assert_eq!(paged, all);
+        assert_eq!(index.list(&Coverage::prefix(b"/"), None, 100).len(), 8, "`/` covers only paths starting with it");
+        assert_eq!(index.list(&Coverage::prefix(b"/a"), None, 100), [b"/a".to_vec(), b"/a/".to_vec(), b"/a/b".to_vec(), b"/a/b/c".to_vec()]);
+    }
+
+    #[test]
+    fn tags_follow_entries() {
+        let mut db = DbIndex::default();
+        db.insert(b"/a", v(""), &[b"t1", b"t2"]);
+        db.insert(b"/b", v(""), &[b"t2"]);
+        assert_eq!(db.tags.len(), 2);
+        assert_eq!(db.tags.keys(&[b"t2"]).len(), 2);
+        db.insert(b"/a", v(""), &[b"t3"]);
+        assert_eq!(db.tags.keys(&[b"t1"]).len(), 0);
+        assert_eq!(db.tags.keys(&[b"t3", b"t2"]).len(), 2);
+        assert!(db.remove(b"/b", &v("")));
+        assert_eq!(db.tags.len(), 1);
+        db.insert(b"/a", v(""), &[]);
+        assert_eq!((db.tags.len(), db.tags.entries()), (0, 0), "an untagged re-SET forgets the old tags");
+        db.insert(b"/a", v(""), &[b"t1"]);
+        assert_eq!(db.remove_covered(&Coverage::prefix(b"/")), 1);
+        assert_eq!(db.tags.len(), 0);
+    }
+
+    /// Many variants at one path: each change is O(1), and every way out forgets tags.
+    #[test]
+    fn many_variants_of_one_path() {
+        let mut db = DbIndex::default();
+        for i in 0..1000 {
+            db.insert(b"/search", v(&format!("x={i}")), &[b"search", if i % 2 == 0 { b"even" } else { b"odd" }]);
+        }
+        db.insert(b"/search/1", v(""), &[b"search"]);
+        check(&db.paths);
+        assert_eq!((db.paths.entries(), db.paths.paths(), db.tags.len()), (1001, 2, 3));
+        assert_eq!(db.tags.keys(&[b"even"]).len(), 500);
+        for i in (0..1000).step_by(2) {
+            assert!(db.remove(b"/search", &v(&format!("x={i}"))));
+        }
+        assert_eq!((db.paths.entries(), db.tags.len()), (501, 2), "`even` went with its last entry");
+        assert_eq!(db.remove_covered(&Coverage::exact(b"/search")), 500);
+        check(&db.paths);
+        assert_eq!(db.tags.keys(&[b"search", b"odd"]), [entry_key(b"/search/1", &v(""))]);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(String, u8, Vec<u8>),
+        Remove(String, u8),
+        Purge(String, bool),
+        PurgeTag(Vec<u8>),
+    }
+
+    fn arb_path() -> impl Strategy<Value = String> {
+        proptest::collection::vec(prop_oneof![Just("/"), Just("a"), Just("b"), Just("-"), Just("ab")], 1..7).prop_map(|v| v.concat())
+    }
+
+    /// Up to 3 of 4 tags (repeats allowed: an entry's tags are a set).
+    fn arb_tags() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(0u8..4, 0..4)
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        // Paths get up to 24 variants (a hash map past 8), the few short paths many.
+        prop_oneof![
+            4 => (arb_path(), 0u8..3, arb_tags()).prop_map(|(p, q, t)| Op::Insert(p, q, t)),
+            3 => (prop_oneof![Just("/".to_string()), Just("/a".to_string())], 0u8..24, arb_tags()).prop_map(|(p, q, t)| Op::Insert(p, q, t)),
+            2 => (arb_path(), 0u8..3).prop_map(|(p, q)| Op::Remove(p, q)),
+            2 => (prop_oneof![Just("/".to_string()), Just("/a".to_string())], 0u8..24).prop_map(|(p, q)| Op::Remove(p, q)),
+            1 => (arb_path(), any::<bool>()).prop_map(|(p, e)| Op::Purge(p, e)),
+            1 => (0u8..4).prop_map(|t| Op::PurgeTag(vec![t])),
+        ]
+    }
+
+    fn tag_name(t: u8) -> Vec<u8> {
+        format!("tag{t}").into_bytes()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(600))]
+
+        /// The index against a plain ordered map of (path, variant) → tags.
+        #[test]
+        fn matches_a_model(ops in proptest::collection::vec(arb_op(), 1..120), after in arb_path(), limit in 1usize..6) {
+            let mut db = DbIndex::default();
+            let mut model: BTreeMap<(String, u8), BTreeSet<u8>> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(p, q, t) => {
+                        let names: Vec<Vec<u8>> = t.iter().map(|&t| tag_name(t)).collect();
+                        let refs: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+                        db.insert(p.as_bytes(), v(&q.to_string()), &refs);
+                        model.insert((p, q), t.into_iter().collect());
+                    }
+                    Op::Remove(p, q) => {
+                        prop_assert_eq!(db.remove(p.as_bytes(), &v(&q.to_string())), model.remove(&(p, q)).is_some());
+                    }
+                    Op::Purge(p, exact) => {
+                        let cov = if exact { Coverage::exact(p.as_bytes()) } else { Coverage::prefix(p.as_bytes()) };
+                        let mut want: Vec<Vec<u8>> = model.keys().filter(|(path, _)| cov.covers(path.as_bytes())).map(|(p, q)| entry_key(p.as_bytes(), &v(&q.to_string()))).collect();
+                        let (_, mut keys) = db.covered(&cov);
+                        keys.sort();
+                        want.sort();
+                        prop_assert_eq!(keys, want);
+                        let removed = db.remove_covered(&cov);
+                        let before = model.len();
+                        model.retain(|(path, _), _| !cov.covers(path.as_bytes()));
+                        prop_assert_eq!(removed, before - model.len());
+                    }
+                    Op::PurgeTag(t) => {
+                        let names: Vec<Vec<u8>> = t.iter().map(|&t| tag_name(t)).collect();
+                        let refs: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+                        let mut keys = db.tags.keys(&refs);
+                        keys.sort();
+                        let mut want: Vec<Vec<u8>> = model.iter().filter(|(_, tags)| t.iter().any(|x| tags.contains(x))).map(|((p, q), _)| entry_key(p.as_bytes(), &v(&q.to_string()))).collect();
+                        want.sort();
+                        prop_assert_eq!(&keys, &want);
+                        for key in keys {
+                            let (path, variant) = crate::core::key::parse_entry_key(&key).expect("an entry key");
+                            prop_assert!(db.remove(path, &variant));
+                        }
+                        model.retain(|_, tags| !t.iter().any(|x| tags.contains(x)));
+                    }
+                }
+                check(&db.paths);
+                let tags_in_use: BTreeSet<u8> = model.values().flatten().copied().collect();
+                prop_assert_eq!(db.tags.len(), tags_in_use.len());
+                prop_assert_eq!(db.tags.entries(), model.values().filter(|t| !t.is_empty()).count());
+            }
+            let cov = Coverage::prefix(b"/");
+            let mut want: Vec<Vec<u8>> = model.keys().map(|(p, _)| p.as_bytes().to_vec()).filter(|p| cov.covers(p) && p.as_slice() > after.as_bytes()).collect();
+            want.dedup();
+            want.truncate(limit);
+            prop_assert_eq!(db.paths.list(&cov, Some(after.as_bytes()), limit), want);
+            let mut all: Vec<Vec<u8>> = model.keys().map(|(p, _)| p.as_bytes().to_vec()).collect();
+            all.dedup();
+            prop_assert_eq!(db.paths.list(&Coverage::all(), None, usize::MAX), all);
+        }
+    }
+}

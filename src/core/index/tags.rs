@@ -1,0 +1,262 @@
+//! The tag index: tag → the entries carrying it, and entry → its tags.
+//!
+//! Tags are interned (each distinct tag's bytes are kept once per index, plus once
+//! as its name-lookup key), and each tagged entry gets a small id: a tag's members
+//! are a set of 4-byte entry ids and an entry's tags an array of 4-byte tag ids, so
+//! one (entry, tag) pair costs 4 bytes in the entry's array plus one slot (4 bytes
+//! and a control byte, at a load factor of 7/16 to 7/8) in the tag's set. A tagged
+//! entry also keeps its path and variant once, to name its key for PURGETAG: about
+//! 70 bytes plus the path, whatever its number of tags.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::num::NonZeroU32;
+
+use crate::core::key::{entry_key, Variant};
+
+/// A tagged entry's place in its database's tag index.
+pub type EntryId = NonZeroU32;
+
+type TagId = u32;
+
+/// Hashes the ids this module hands out itself (never client bytes, so no
+/// flooding concern): one multiply, instead of SipHash on every set operation.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        let h = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+type IdSet = HashSet<u32, BuildHasherDefault<IdHasher>>;
+
+/// 56 bytes plus one allocation, whatever the number of tags.
+#[derive(Debug)]
+struct TaggedEntry {
+    variant: Variant,
+    tags: u16,
+    /// The tag ids (4 bytes each, little-endian), then the path.
+    data: Box<[u8]>,
+}
+
+impl TaggedEntry {
+    fn new(path: &[u8], variant: Variant, tags: &[TagId]) -> Self {
+        let mut data = Vec::with_capacity(4 * tags.len() + path.len());
+        tags.iter().for_each(|t| data.extend_from_slice(&t.to_le_bytes()));
+        data.extend_from_slice(path);
+        // At most max-tags (1024) ids: the count fits.
+        TaggedEntry { variant, tags: u16::try_from(tags.len()).unwrap_or(u16::MAX), data: data.into_boxed_slice() }
+    }
+
+    fn split(&self) -> (&[u8], &[u8]) {
+        self.data.split_at((4 * usize::from(self.tags)).min(self.data.len()))
+    }
+
+    fn tags(&self) -> impl Iterator<Item = TagId> + '_ {
+        self.split().0.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn path(&self) -> &[u8] {
+        self.split().1
+    }
+}
+
+#[derive(Debug)]
+struct Tag {
+    name: Box<[u8]>,
+    /// Entry ids (`EntryId::get`).
+    members: IdSet,
+}
+
+/// Slots addressed by id, reusing freed ones; emptied completely when the last
+/// one is freed, so an index whose entries all went away holds nothing.
+#[derive(Debug)]
+struct Slab<T> {
+    slots: Vec<Option<T>>,
+    free: Vec<u32>,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab { slots: Vec::new(), free: Vec::new() }
+    }
+}
+
+impl<T> Slab<T> {
+    fn live(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// `None` only past 2^32 - 1 slots (hundreds of GB of index): unreachable.
+    fn add(&mut self, item: T) -> Option<u32> {
+        if let Some(i) = self.free.pop() {
+            if let Some(slot) = self.slots.get_mut(i as usize) {
+                *slot = Some(item);
+                return Some(i);
+            }
+        }
+        let i = u32::try_from(self.slots.len()).ok().filter(|&i| i < u32::MAX)?;
+        if self.slots.len() == self.slots.capacity() {
+            // Grows by a quarter, not double: still amortized O(1), at most 25 % slack
+            // on the largest per-entry record.
+            self.slots.reserve_exact((self.slots.len() / 4).max(16));
+        }
+        self.slots.push(Some(item));
+        Some(i)
+    }
+
+    fn get(&self, i: u32) -> Option<&T> {
+        self.slots.get(i as usize)?.as_ref()
+    }
+
+    fn get_mut(&mut self, i: u32) -> Option<&mut T> {
+        self.slots.get_mut(i as usize)?.as_mut()
+    }
+
+    fn take(&mut self, i: u32) -> Option<T> {
+        let item = self.slots.get_mut(i as usize)?.take()?;
+        self.free.push(i);
+        if self.live() == 0 {
+            *self = Slab::default();
+        }
+        Some(item)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct TagIndex {
+    /// Slot i holds the entry whose `EntryId` is i + 1.
+    entries: Slab<TaggedEntry>,
+    tags: Slab<Tag>,
+    by_name: HashMap<Box<[u8]>, TagId>,
+}
+
+impl TagIndex {
+    /// The number of distinct tags in use.
+    pub fn len(&self) -> usize {
+        self.tags.live()
+    }
+
+    /// The number of tagged entries.
+    pub fn entries(&self) -> usize {
+        self.entries.live()
+    }
+
+    /// Records the entry at (path, variant) as carrying `tags` (repeats count once);
+    /// returns its id, or `None` when `tags` is empty.
+    pub(super) fn add(&mut self, path: &[u8], variant: Variant, tags: &[&[u8]]) -> Option<EntryId> {
+        if tags.is_empty() {
+            return None;
+        }
+        let slot = self.entries.add(TaggedEntry::new(path, variant, &[]))?;
+        let id = EntryId::new(slot + 1)?;
+        let mut ids = Vec::with_capacity(tags.len());
+        for &name in tags {
+            let Some(tag) = self.intern(name) else { continue };
+            if self.tags.get_mut(tag).is_some_and(|t| t.members.insert(id.get())) {
+                ids.push(tag);
+            }
+        }
+        if let Some(entry) = self.entries.get_mut(slot) {
+            *entry = TaggedEntry::new(path, variant, &ids);
+        }
+        Some(id)
+    }
+
+    fn intern(&mut self, name: &[u8]) -> Option<TagId> {
+        if let Some(&tag) = self.by_name.get(name) {
+            return Some(tag);
+        }
+        let tag = self.tags.add(Tag { name: name.into(), members: IdSet::default() })?;
+        self.by_name.insert(name.into(), tag);
+        Some(tag)
+    }
+
+    /// Forgets the tagged entry `id`, and every tag no other entry carries.
+    pub(super) fn forget(&mut self, id: EntryId) {
+        let Some(entry) = self.entries.take(id.get() - 1) else { return };
+        for tag in entry.tags() {
+            let Some(t) = self.tags.get_mut(tag) else { continue };
+            t.members.remove(&id.get());
+            if t.members.is_empty() {
+                if let Some(t) = self.tags.take(tag) {
+                    self.by_name.remove(&t.name);
+                }
+            } else if t.members.capacity() > 64 && t.members.len() < t.members.capacity() / 4 {
+                // A set never gives memory back by itself (amortized O(1), like growth).
+                let len = t.members.len();
+                t.members.shrink_to(len * 2);
+            }
+        }
+        if self.by_name.capacity() > 64 && self.by_name.len() < self.by_name.capacity() / 4 {
+            self.by_name.shrink_to(self.by_name.len() * 2);
+        }
+    }
+
+    /// The keys of entries carrying any of `tags`, each once.
+    pub fn keys(&self, tags: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut seen = IdSet::default();
+        let mut keys = Vec::new();
+        for name in tags {
+            let Some(tag) = self.by_name.get(*name).and_then(|&t| self.tags.get(t)) else { continue };
+            for &id in &tag.members {
+                if tags.len() > 1 && !seen.insert(id) {
+                    continue;
+                }
+                if let Some(e) = id.checked_sub(1).and_then(|slot| self.entries.get(slot)) {
+                    keys.push(entry_key(e.path(), &e.variant));
+                }
+            }
+        }
+        keys
+    }
+
+    /// The tags of the entry `id` (for tests and consistency checks).
+    #[cfg(test)]
+    pub(super) fn tags_of(&self, id: EntryId) -> Vec<Vec<u8>> {
+        let Some(e) = self.entries.get(id.get() - 1) else { return Vec::new() };
+        e.tags().filter_map(|t| self.tags.get(t)).map(|t| t.name.to_vec()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interned_tags_and_reused_ids() {
+        let mut t = TagIndex::default();
+        let v = Variant::default();
+        let a = t.add(b"/a", v, &[b"x", b"y", b"x"]).unwrap();
+        let b = t.add(b"/b", v, &[b"y"]).unwrap();
+        assert_eq!(t.add(b"/c", v, &[]), None);
+        assert_eq!((t.len(), t.entries()), (2, 2));
+        assert_eq!(t.tags_of(a), [b"x".to_vec(), b"y".to_vec()], "a repeated tag counts once");
+        let mut keys = t.keys(&[b"y", b"x", b"nope"]);
+        keys.sort();
+        assert_eq!(keys, [entry_key(b"/a", &v), entry_key(b"/b", &v)], "each entry once");
+        t.forget(a);
+        assert_eq!((t.len(), t.entries()), (1, 1), "x went with its only entry");
+        assert_eq!(t.keys(&[b"x"]), Vec::<Vec<u8>>::new());
+        let c = t.add(b"/c", v, &[b"z"]).unwrap();
+        assert_eq!(c, a, "a freed id is reused");
+        t.forget(b);
+        t.forget(c);
+        t.forget(c);
+        assert_eq!((t.len(), t.entries()), (0, 0));
+        assert!(t.entries.slots.is_empty() && t.tags.slots.is_empty() && t.by_name.is_empty());
+    }
+}

@@ -1,0 +1,471 @@
+//! The path index: a compressed prefix tree (radix tree) over the path bytes. Each
+//! node holds the entries stored at exactly its path (one per variant). Every path a
+//! prefix covers lies in one subtree (`prefix/…`) plus one node (`prefix` itself), so a
+//! purge visits only what it removes, and walking children in byte order lists paths
+//! in ascending byte order. Non-root nodes always hold entries or at least two
+//! children, so the tree never has more than twice as many nodes as paths.
+//!
+//! A path can be 65536 bytes long, so the tree can be that deep: every walk here is
+//! a loop or uses an explicit stack, dropping included, never recursion.
+
+use crate::core::index::variants::{Entries, Stored};
+use crate::core::key::Variant;
+use crate::core::path::Coverage;
+
+type Bytes = Box<[u8]>;
+
+#[derive(Default)]
+struct Node {
+    edge: Bytes,
+    /// `edge[0]`, kept inline: searching children then touches only the children
+    /// array, not one edge allocation per probe (which dominated SET's profile).
+    first: u8,
+    /// Sorted by the first byte of their edge, which is unique among siblings. Sized
+    /// exactly: fan-out is at most 256, so exact growth costs little, saves the slack.
+    children: Box<[Node]>,
+    entries: Entries,
+}
+
+/// Frees a subtree with an explicit stack: the derived drop would recurse once per
+/// level (a 65536-byte path can make 65536 levels).
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.children.is_empty() {
+            return;
+        }
+        let mut stack = vec![std::mem::take(&mut self.children)];
+        while let Some(mut children) = stack.pop() {
+            for child in children.iter_mut() {
+                if !child.children.is_empty() {
+                    stack.push(std::mem::take(&mut child.children));
+                }
+            }
+            // Each child's own drop now finds no children.
+            drop(children);
+        }
+    }
+}
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn insert_child(children: &mut Box<[Node]>, at: usize, child: Node) {
+    let mut v = std::mem::take(children).into_vec();
+    v.reserve_exact(1);
+    v.insert(at, child);
+    *children = v.into_boxed_slice();
+}
+
+fn remove_child(children: &mut Box<[Node]>, at: usize) -> Node {
+    let mut v = std::mem::take(children).into_vec();
+    let child = v.remove(at);
+    *children = v.into_boxed_slice();
+    child
+}
+
+impl Node {
+    fn leaf(edge: &[u8]) -> Node {
+        Node { first: edge.first().copied().unwrap_or(0), edge: edge.into(), children: Box::new([]), entries: Entries::default() }
+    }
+
+    fn child_pos(&self, byte: u8) -> Result<usize, usize> {
+        self.children.binary_search_by_key(&byte, |c| c.first)
+    }
+
+    /// Splits this node's edge after `at` bytes; the lower part becomes the only child.
+    fn split(&mut self, at: usize) {
+        let mut lower = Node::leaf(&self.edge[at..]);
+        lower.children = std::mem::take(&mut self.children);
+        lower.entries = std::mem::take(&mut self.entries);
+        self.edge = self.edge[..at].into();
+        self.children = Box::new([lower]);
+    }
+
+    /// Restores the invariant for a non-root node that may have lost its entries or
+    /// children: an entry-less node with one child absorbs it.
+    fn merge_if_single(&mut self) {
+        if self.entries.is_empty() && self.children.len() == 1 {
+            let mut child = remove_child(&mut self.children, 0);
+            self.edge = [&self.edge[..], &child.edge[..]].concat().into();
+            self.children = std::mem::take(&mut child.children);
+            self.entries = std::mem::take(&mut child.entries);
+        }
+    }
+
+    /// Calls `f` with the path and entries of every node in this subtree that holds
+    /// entries; `path` holds the path of this node's parent.
+    fn for_each(&self, path: &mut Vec<u8>, f: &mut impl FnMut(&[u8], &Entries)) {
+        let mut stack: Vec<(&Node, usize)> = vec![(self, path.len())];
+        while let Some((node, len)) = stack.pop() {
+            path.truncate(len);
+            path.extend_from_slice(&node.edge);
+            if !node.entries.is_empty() {
+                f(path, &node.entries);
+            }
+            stack.extend(node.children.iter().map(|c| (c, path.len())));
+        }
+    }
+}
+
+/// The result of walking towards a node: the parent, the child's position in it, and
+/// whether the parent is the root (which never merges).
+struct ParentOf<'a> {
+    parent: &'a mut Node,
+    pos: usize,
+    parent_is_root: bool,
+    /// Length of the parent's path.
+    parent_len: usize,
+}
+
+impl ParentOf<'_> {
+    /// Restores the tree's shape after the child's entries changed: a child left with
+    /// neither entries nor children goes, and whichever node lost something merges.
+    fn compact(self) {
+        let ParentOf { parent, pos, parent_is_root, .. } = self;
+        let Some(node) = parent.children.get_mut(pos) else { return };
+        if node.entries.is_empty() && node.children.is_empty() {
+            remove_child(&mut parent.children, pos);
+            if !parent_is_root {
+                parent.merge_if_single();
+            }
+        } else {
+            node.merge_if_single();
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct PathIndex {
+    root: Node,
+    entries: usize,
+    paths: usize,
+}
+
+impl std::fmt::Debug for PathIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the tree: printing it would recurse as deep as the longest path.
+        f.debug_struct("PathIndex").field("entries", &self.entries).field("paths", &self.paths).finish()
+    }
+}
+
+impl PathIndex {
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+
+    pub fn paths(&self) -> usize {
+        self.paths
+    }
+
+    /// Stores `stored` at `path`, replacing the entry of the same variant; returns it.
+    pub fn insert(&mut self, path: &[u8], stored: Stored) -> Option<Stored> {
+        let node = self.node_for_insert(path);
+        let new_path = node.entries.is_empty();
+        let old = node.entries.insert(stored);
+        if old.is_none() {
+            self.paths += usize::from(new_path);
+            self.entries += 1;
+        }
+        old
+    }
+
+    fn node_for_insert(&mut self, path: &[u8]) -> &mut Node {
+        let mut node = &mut self.root;
+        let mut rest = path;
+        while let Some(&next) = rest.first() {
+            match node.child_pos(next) {
+                Err(pos) => {
+                    insert_child(&mut node.children, pos, Node::leaf(rest));
+                    return &mut node.children[pos];
+                }
+                Ok(pos) => {
+                    let child = &mut node.children[pos];
+                    let common = common_prefix(&child.edge, rest);
+                    if common < child.edge.len() {
+                        child.split(common);
+                    }
+                    rest = &rest[common..];
+                    node = child;
+                }
+            }
+        }
+        node
+    }
+
+    /// Walks to the parent of the node whose edge ends where `path` ends.
+    /// With `partial`, the child's edge may also run past the end of `path`.
+    fn parent_of(&mut self, path: &[u8], partial: bool) -> Option<ParentOf<'_>> {
+        let mut node = &mut self.root;
+        let mut rest = path;
+        let mut parent_is_root = true;
+        loop {
+            let pos = node.child_pos(*rest.first()?).ok()?;
+            let edge = &node.children[pos].edge;
+            let common = common_prefix(edge, rest);
+            if common == rest.len() && (common == edge.len() || partial) {
+                return Some(ParentOf { parent: node, pos, parent_is_root, parent_len: path.len() - rest.len() });
+            }
+            if common < edge.len() {
+                return None;
+            }
+            rest = &rest[common..];
+            node = &mut node.children[pos];
+            parent_is_root = false;
+        }
+    }
+
+    /// Removes the entry of `variant` at `path`.
+    pub fn remove(&mut self, path: &[u8], variant: &Variant) -> Option<Stored> {
+        let at = self.parent_of(path, false)?;
+        let node = at.parent.children.get_mut(at.pos)?;
+        let removed = node.entries.remove(variant)?;
+        let path_gone = node.entries.is_empty();
+        at.compact();
+        self.entries -= 1;
+        self.paths -= usize::from(path_gone);
+        Some(removed)
+    }
+
+    /// The entries at exactly `path`.
+    fn get(&self, path: &[u8]) -> Option<&Entries> {
+        let mut node = &self.root;
+        let mut rest = path;
+        while let Some(&next) = rest.first() {
+            let child = &node.children[node.child_pos(next).ok()?];
+            rest = rest.strip_prefix(&child.edge[..])?;
+            node = child;
+        }
+        Some(&node.entries)
+    }
+
+    /// The node whose subtree holds exactly the paths starting with `prefix`, and its path.
+    fn locate(&self, prefix: &[u8]) -> Option<(&Node, Vec<u8>)> {
+        let mut node = &self.root;
+        let mut consumed = 0;
+        while consumed < prefix.len() {
+            let rest = &prefix[consumed..];
+            let child = &node.children[node.child_pos(rest[0]).ok()?];
+            let common = common_prefix(&child.edge, rest);
+            if common == rest.len() {
+                return Some((child, [&prefix[..consumed], &child.edge[..]].concat()));
+            }
+            if common < child.edge.len() {
+                return None;
+            }
+            consumed += common;
+            node = child;
+        }
+        Some((node, prefix.to_vec()))
+    }
+
+    /// Calls `f` for every entry the coverage includes.
+    pub fn for_each_covered(&self, coverage: &Coverage<'_>, mut f: impl FnMut(&[u8], Stored)) {
+        if let Some(exact) = coverage.exact {
+            for s in self.get(exact).into_iter().flat_map(Entries::iter) {
+                f(exact, s);
+            }
+        }
+        if let Some((node, mut path)) = coverage.subtree.as_deref().and_then(|s| self.locate(s)) {
+            path.truncate(path.len() - node.edge.len());
+            node.for_each(&mut path, &mut |p, entries| entries.iter().for_each(|s| f(p, s)));
+        }
+    }
+
+    /// Removes every entry the coverage includes, calling `on_removed` for each;
+    /// returns how many were removed.
+    pub fn remove_covered(&mut self, coverage: &Coverage<'_>, mut on_removed: impl FnMut(Stored)) -> usize {
+        let (mut entries, mut paths) = (0, 0);
+        let mut count = |_: &[u8], removed: &Entries| {
+            entries += removed.len();
+            paths += usize::from(!removed.is_empty());
+            removed.iter().for_each(&mut on_removed);
+        };
+        match coverage.subtree.as_deref() {
+            // Every path: the whole tree goes.
+            Some([]) => {
+                let all = std::mem::take(&mut self.root);
+                all.for_each(&mut Vec::new(), &mut count);
+            }
+            Some(subtree) => {
+                if let Some(at) = self.parent_of(subtree, true) {
+                    let ParentOf { parent, pos, parent_is_root, parent_len } = at;
+                    let detached = remove_child(&mut parent.children, pos);
+                    if !parent_is_root {
+                        parent.merge_if_single();
+                    }
+                    detached.for_each(&mut subtree[..parent_len].to_vec(), &mut count);
+                }
+            }
+            None => {}
+        }
+        if let Some(exact) = coverage.exact {
+            if let Some(at) = self.parent_of(exact, false) {
+                if let Some(node) = at.parent.children.get_mut(at.pos) {
+                    let taken = std::mem::take(&mut node.entries);
+                    at.compact();
+                    count(exact, &taken);
+                }
+            }
+        }
+        self.entries -= entries;
+        self.paths -= paths;
+        entries
+    }
+
+    /// Up to `limit` distinct paths covered by `coverage` that sort strictly after
+    /// `after`, in ascending byte order. Work is bounded by what it returns plus the
+    /// depth of the cursor.
+    pub fn list(&self, coverage: &Coverage<'_>, after: Option<&[u8]>, limit: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        if let Some(exact) = coverage.exact {
+            if limit > 0 && after.is_none_or(|a| exact > a) && self.get(exact).is_some_and(|e| !e.is_empty()) {
+                out.push(exact.to_vec());
+            }
+        }
+        if let Some((node, path)) = coverage.subtree.as_deref().and_then(|s| self.locate(s)) {
+            list_subtree(node, path, after, limit, &mut out);
+        }
+        out
+    }
+}
+
+struct Frame<'a> {
+    node: &'a Node,
+    len: usize,
+    next_child: usize,
+    emit_self: bool,
+}
+
+fn list_subtree<'a>(top: &'a Node, mut path: Vec<u8>, after: Option<&[u8]>, limit: usize, out: &mut Vec<Vec<u8>>) {
+    let mut stack: Vec<Frame<'a>> = Vec::new();
+    match after {
+        None => stack.push(Frame { node: top, len: path.len(), next_child: 0, emit_self: true }),
+        Some(after) => {
+            // Seek: descend along `after`, keeping for each node only what sorts after it.
+            let mut node = top;
+            loop {
+                if !after.starts_with(&path) {
+                    if path.as_slice() > after {
+                        stack.push(Frame { node, len: path.len(), next_child: 0, emit_self: true });
+                    }
+                    break;
+                }
+                let Some(&next) = after.get(path.len()) else {
+                    stack.push(Frame { node, len: path.len(), next_child: 0, emit_self: false });
+                    break;
+                };
+                let later = node.children.partition_point(|c| c.first <= next);
+                stack.push(Frame { node, len: path.len(), next_child: later, emit_self: false });
+                let Ok(pos) = node.child_pos(next) else { break };
+                node = &node.children[pos];
+                path.extend_from_slice(&node.edge);
+            }
+        }
+    }
+    while let Some(frame) = stack.last_mut() {
+        if out.len() >= limit {
+            break;
+        }
+        path.truncate(frame.len);
+        let node = frame.node;
+        if frame.emit_self {
+            frame.emit_self = false;
+            if !node.entries.is_empty() {
+                out.push(path.clone());
+            }
+        } else if let Some(child) = node.children.get(frame.next_child) {
+            frame.next_child += 1;
+            path.extend_from_slice(&child.edge);
+            stack.push(Frame { node: child, len: path.len(), next_child: 0, emit_self: true });
+        } else {
+            stack.pop();
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// Checks the structural invariants and that the counters match the tree
+    /// (iteratively: the deep-tree test runs it on a small stack).
+    pub fn check(index: &PathIndex) {
+        let (mut entries, mut paths) = (0, 0);
+        let mut stack = vec![(&index.root, true)];
+        while let Some((node, is_root)) = stack.pop() {
+            if !is_root {
+                assert!(!node.edge.is_empty());
+                assert!(!node.entries.is_empty() || node.children.len() >= 2, "uncompacted node {:?}", node.edge);
+            }
+            for w in node.children.windows(2) {
+                assert!(w[0].edge[0] < w[1].edge[0]);
+            }
+            for c in node.children.iter() {
+                assert_eq!(c.first, c.edge[0]);
+                stack.push((c, false));
+            }
+            entries += node.entries.len();
+            paths += usize::from(!node.entries.is_empty());
+        }
+        assert_eq!((entries, paths), (index.entries, index.paths));
+    }
+
+    fn st(i: u32) -> Stored {
+        Stored { variant: Variant::new(i.to_string().as_bytes(), &[]), tags: None }
+    }
+
+    /// A chain of `depth` one-byte levels, `a`, `aa`, `aaa`, …, each holding an entry,
+    /// built bottom-up in O(depth) (inserting would cost O(depth²)).
+    fn chain(depth: usize) -> PathIndex {
+        let mut node = Node::leaf(b"a");
+        node.entries.insert(st(0));
+        for _ in 1..depth {
+            let mut parent = Node::leaf(b"a");
+            parent.entries.insert(st(0));
+            parent.children = Box::new([node]);
+            node = parent;
+        }
+        let mut index = PathIndex { entries: depth, paths: depth, ..PathIndex::default() };
+        index.root.children = Box::new([node]);
+        index
+    }
+
+    /// A node is paid once per path (twice at most): 56 bytes, the entries' two
+    /// shapes sharing 16 (the map's box sits where a null array pointer marks it).
+    #[test]
+    fn node_and_record_sizes() {
+        assert_eq!(std::mem::size_of::<Node>(), 56);
+        assert_eq!(std::mem::size_of::<Stored>(), 40);
+    }
+
+    /// Every walk and the drop stay within a 256 KiB stack on a tree 200,000 levels
+    /// deep (recursion costs at least 64 bytes per level: 12 MiB here).
+    #[test]
+    fn deep_trees_are_walked_and_freed_without_recursion() {
+        const DEPTH: usize = 200_000;
+        let run = std::thread::Builder::new().stack_size(256 * 1024).spawn(|| {
+            let mut index = chain(DEPTH);
+            check(&index);
+            let deep = vec![b'a'; DEPTH];
+            let deeper = vec![b'a'; DEPTH + 1];
+            assert_eq!(index.insert(&deeper, st(1)), None);
+            assert_eq!(index.remove(&deep, &st(0).variant), Some(st(0)));
+            // These paths hold no `/`: cover every path starting with the bytes.
+            let under = |p: &[u8]| Coverage { exact: None, subtree: Some(p.to_vec()) };
+            assert_eq!(index.list(&under(&deep[..10]), None, 3), [&deep[..10], &deep[..11], &deep[..12]]);
+            assert_eq!(index.list(&under(&deep[..DEPTH - 2]), Some(&deep[..DEPTH - 1]), 5), [&deeper[..]]);
+            let mut seen = 0;
+            index.for_each_covered(&Coverage::all(), |_, _| seen += 1);
+            assert_eq!(seen, DEPTH);
+            check(&index);
+            // Purges a long tail (dropping what it detaches), then drops the rest.
+            assert_eq!(index.remove_covered(&Coverage::exact(&deep[..DEPTH / 2]), |_| {}), 1);
+            assert_eq!(index.remove_covered(&under(&deep[..DEPTH / 2]), |_| {}), DEPTH / 2);
+            check(&index);
+            drop(index);
+            drop(chain(DEPTH));
+        });
+        run.expect("spawn").join().expect("no stack overflow");
+    }
+}
