@@ -49,9 +49,9 @@ measure() {
   for _ in $(seq 150); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.2; done
   # 1,000 entries, then the measured requests on them (SET refreshes existing entries).
   redis-benchmark -p "$port" -c 10 -n 30000 -r 1000 -P 16 "${set_cmd[@]}" >/dev/null 2>&1
-  callgrind_control -i on "$pid" >/dev/null
+  callgrind_control -i on "$pid" >/dev/null 2>&1
   redis-benchmark -p "$port" -c 10 -n "$n" -r 1000 -P 16 "${cmd[@]}" >/dev/null 2>&1
-  callgrind_control -d "$pid" >/dev/null
+  callgrind_control -d "$pid" >/dev/null 2>&1
   redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
   wait "$pid" 2>/dev/null || true
   pid=""
