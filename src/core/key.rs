@@ -86,19 +86,37 @@ pub fn vary_digest(pairs: &[(&[u8], &[u8])]) -> Option<Digest> {
     if pairs.is_empty() {
         return None;
     }
-    // Sorted by lower-cased name without copying names (GET's hot path).
-    let lower = |n: &[u8]| n.iter().map(u8::to_ascii_lowercase).collect::<Vec<_>>();
-    let mut canonical = pairs.to_vec();
+    // Sorted by lower-cased name without copying names, up to 8 pairs without
+    // allocating (GET's hot path).
+    let mut few: [(&[u8], &[u8]); 8] = [(&[], &[]); 8];
+    let mut many = Vec::new();
+    let canonical: &mut [(&[u8], &[u8])] = match few.get_mut(..pairs.len()) {
+        Some(slots) => {
+            slots.copy_from_slice(pairs);
+            slots
+        }
+        None => {
+            many.extend_from_slice(pairs);
+            &mut many
+        }
+    };
     canonical.sort_unstable_by(|(n1, v1), (n2, v2)| {
         let (l1, l2) = (n1.iter().map(u8::to_ascii_lowercase), n2.iter().map(u8::to_ascii_lowercase));
         l1.cmp(l2).then_with(|| v1.cmp(v2))
     });
     let mut md5 = Md5::new();
     md5.update((canonical.len() as u64).to_be_bytes());
-    for (name, value) in &canonical {
+    for (name, value) in canonical.iter() {
         md5.update((name.len() as u64).to_be_bytes());
         if name.iter().any(u8::is_ascii_uppercase) {
-            md5.update(lower(name));
+            for chunk in name.chunks(64) {
+                let mut lower = [0u8; 64];
+                if let Some(lower) = lower.get_mut(..chunk.len()) {
+                    lower.copy_from_slice(chunk);
+                    lower.make_ascii_lowercase();
+                    md5.update(lower);
+                }
+            }
         } else {
             md5.update(name);
         }
@@ -273,6 +291,31 @@ mod tests {
         assert_ne!(vary_digest(&[(b"a", b"1"), (b"a", b"1")]), vary_digest(&[(b"a", b"1")]));
         assert_ne!(vary_digest(&[(b"a", b"X")]), vary_digest(&[(b"a", b"x")]));
         assert_ne!(vary_digest(&[(b"a", b"")]), None);
+    }
+
+    /// The digest is the documented encoding's MD5, also past 8 pairs (no longer on the
+    /// stack) and for upper-case names longer than the 64-byte lowering buffer: key names
+    /// must never change.
+    #[test]
+    fn vary_digest_is_the_documented_encoding() {
+        let reference = |pairs: &[(&[u8], &[u8])]| {
+            let mut c: Vec<(Vec<u8>, &[u8])> = pairs.iter().map(|(n, v)| (n.to_ascii_lowercase(), *v)).collect();
+            c.sort();
+            let mut bytes = (c.len() as u64).to_be_bytes().to_vec();
+            for (n, v) in &c {
+                bytes.extend_from_slice(&(n.len() as u64).to_be_bytes());
+                bytes.extend_from_slice(n);
+                bytes.extend_from_slice(&(v.len() as u64).to_be_bytes());
+                bytes.extend_from_slice(v);
+            }
+            Some(<[u8; 16]>::from(Md5::digest(&bytes)))
+        };
+        let long_name = [b'X'; 150];
+        let names: Vec<Vec<u8>> = (0..12).map(|i| format!("Header-{}", 11 - i).into_bytes()).collect();
+        let twelve: Vec<(&[u8], &[u8])> = names.iter().map(|n| (n.as_slice(), &b"v"[..])).collect();
+        for pairs in [&[(&b"accept-encoding"[..], &b"gzip"[..])][..], &[(&long_name[..], b"v"), (b"a", b"")], &twelve[..8], &twelve] {
+            assert_eq!(vary_digest(pairs), reference(pairs));
+        }
     }
 
     /// `{/t/5}` (a path that is one hash tag) and `/t/5` must not share a key.
