@@ -15,6 +15,7 @@ import multiprocessing as mp
 import os
 import platform
 import random
+import selectors
 import shutil
 import signal
 import socket
@@ -57,6 +58,10 @@ MODES = {
                   n_p16=4_000, n_p1=1_000, tag_n=2_000, time_limit=120),
 }
 CLIENTS = 50
+# Request coalescing: this many clients miss one entry at once; the one granted the
+# lease "renders" for RENDER_MS and stores, the others wait for it.
+COALESCE_CLIENTS = 1000
+RENDER_MS = 20
 TAGS_PER_ENTRY = (0, 1, 8, 64)  # tag-memory phase; 0 is the untagged reference
 TAG_POOL = 1000  # distinct tags the entries draw from
 LUA_N_DIVISOR = 4
@@ -720,6 +725,75 @@ class Bench:
             "idle_max_ms": (max(idle) / 1e6) if idle else None,
         }
 
+    # -- phase 4: request coalescing (leases)
+    def phase_coalescing(self):
+        if "rcache" not in self.schemes:
+            return
+        srv, n = self.servers["rcache"], COALESCE_CLIENTS
+        log("\n== coalescing: %d concurrent LOOKUP LEASE WAIT misses on one entry, %d reps" % (n, self.cfg["reps"]))
+        out = {"clients": n, "render_ms": RENDER_MS, "renders": [], "waits": [], "served": [],
+               "last_answer_after_set_ms": [], "median_answer_after_set_ms": []}
+        conns = [Raw(srv.port, timeout=30) for _ in range(n)]
+        ctl = Raw(srv.port)
+        try:
+            for rep in range(self.cfg["reps"]):
+                r = self.coalesce_once(srv, conns, ctl, "/coalesce/%d" % rep)
+                for k, v in r.items():
+                    out[k].append(v)
+                log("  rep %d: %d origin render(s), %d waited, %d served by the one SET, last answered %.1f ms after it"
+                    % (rep, r["renders"], r["waits"], r["served"], r["last_answer_after_set_ms"]))
+        finally:
+            for c in conns + [ctl]:
+                c.close()
+        self.res["coalescing"] = out
+
+    def coalesce_once(self, srv, conns, ctl, path):
+        """All clients send LOOKUP … LEASE WAIT at once; a client answered MISS renders
+        (the lease holder then stores with its token); FRESH answers came from the store."""
+        before = self.rcache_info(srv)
+        lookup = encode("RCACHE.LOOKUP", path, "LEASE", 10000, "WAIT", 10000)
+        for c in conns:
+            c.sock.sendall(lookup)
+        sel = selectors.DefaultSelector()
+        for i, c in enumerate(conns):
+            sel.register(c.sock, selectors.EVENT_READ, i)
+        renders, answered_after_set, set_at = 0, [], None
+        pending = len(conns)
+        while pending:
+            events = sel.select(timeout=20)
+            if not self.check(events, "coalescing %s: every client answered (%d still waiting)" % (path, pending)):
+                break
+            for key, _ in events:
+                sel.unregister(key.fileobj)
+                pending -= 1
+                reply = conns[key.data].read_reply()
+                if not self.check(isinstance(reply, list) and len(reply) == 6, "coalescing %s: LOOKUP reply %r" % (path, reply)):
+                    continue
+                if reply[0] == "FRESH":
+                    if set_at is not None:
+                        answered_after_set.append((time.perf_counter() - set_at) * 1e3)
+                    continue
+                renders += 1  # a MISS: this client goes to the origin
+                if reply[5] is not None:
+                    time.sleep(RENDER_MS / 1e3)
+                    set_at = time.perf_counter()
+                    self.check(ctl.call("RCACHE.SET", path, self.value[1024], "EX", 3600, "LEASE", reply[5]) == "OK",
+                               "coalescing %s: the lease holder's SET stored" % path)
+        sel.close()
+        after = self.rcache_info(srv)
+        delta = lambda f: after.get("rcache_" + f, 0) - before.get("rcache_" + f, 0)  # noqa: E731
+        self.check(delta("leases_granted") == renders, "coalescing %s: leases granted (%d) = origin renders (%d)"
+                   % (path, delta("leases_granted"), renders))
+        self.check(delta("lease_waits_served") == delta("lease_waits"), "coalescing %s: every waiter served by the SET" % path)
+        answered_after_set.sort()
+        return {
+            "renders": renders,
+            "waits": delta("lease_waits"),
+            "served": delta("lease_waits_served"),
+            "last_answer_after_set_ms": answered_after_set[-1] if answered_after_set else None,
+            "median_answer_after_set_ms": med(answered_after_set) if answered_after_set else None,
+        }
+
     # -- driver
     def run(self):
         module = self.args.module
@@ -748,6 +822,7 @@ class Bench:
             hotpath.phase(self, {"log": log, "Perf": Perf, "cmd_delta": cmd_delta})
             if self.mode != "hotpath":
                 self.phase_purge()
+                self.phase_coalescing()
                 if "rcache" in self.schemes:
                     self.phase_tag_memory()
             for name, srv in self.servers.items():

@@ -76,6 +76,11 @@ def targets(res):
     w = med(rc100.get("wall_ms"))
     out.append(("RCACHE.PURGE M=100,000 ≤ 150 ms" + note_n, mm(rc100.get("wall_ms"), "%.1f") + " ms wall",
                 st(None if w is None else w <= 150)))
+    co = res.get("coalescing")
+    if co:
+        worst = max((x for x in co["renders"] if x is not None), default=None)
+        out.append(("origin renders per %s concurrent LOOKUP LEASE WAIT misses on one entry = 1" % format(co["clients"], ","),
+                    mm(co["renders"], "%d"), st(None if worst is None else worst == 1)))
     ipe = mem.get("rcache", {}).get("index_per_entry")
     out.append(("index ≤ 100 B/entry at N=1M" + note_n, f(ipe, "%.1f") + " B/entry (INFO rcache_index_bytes / N)",
                 st(None if ipe is None else ipe <= 100)))
@@ -242,6 +247,21 @@ def render(res):
             rows.append([k, f(r["index_per_entry"], "%.1f"), f(r.get("index_per_pair"), "%.1f") if k != "0" else "—",
                          f(r.get("used_per_pair"), "%.1f") if k != "0" else "—"])
         L.append(table(["tags/entry", "index B/entry", "index B/pair", "used_memory B/pair"], rows))
+        L.append("")
+
+    co = res.get("coalescing")
+    if co:
+        L.append("## Request coalescing (leases)\n")
+        L.append("%s clients send `RCACHE.LOOKUP path LEASE 10000 WAIT 10000` for one missing entry at once. "
+                 "A client answered `MISS` goes to the origin (the lease holder renders for %d ms, then "
+                 "`RCACHE.SET … LEASE token`); the others block in the server and are answered `FRESH` by "
+                 "that one SET. Without LEASE/WAIT every one of them would render. \"after SET\" is client-observed "
+                 "(one Python process reading all sockets) from the SET's send to each FRESH answer.\n"
+                 % (format(co["clients"], ","), co["render_ms"]))
+        L.append(table(["origin renders", "clients that waited", "served by the one SET",
+                        "median answer after SET ms", "last answer after SET ms"],
+                       [[mm(co["renders"], "%d"), mm(co["waits"], "%d"), mm(co["served"], "%d"),
+                         mm(co["median_answer_after_set_ms"], "%.1f"), mm(co["last_answer_after_set_ms"], "%.1f")]]))
         L.append("")
 
     L.append("## Checks\n")

@@ -5,7 +5,8 @@
 # module loaded; drives a scenario that touches every RCACHE command (successes and
 # errors, ACL refusals included), expiry (lazy and active), eviction, purges, the
 # keyspace operations the index follows (DEL, UNLINK, RENAME, MOVE, SWAPDB, RESTORE,
-# FLUSHDB, SET over an entry, DEBUG RELOAD) and replication (full sync, then the
+# FLUSHDB, SET over an entry, DEBUG RELOAD), leases with blocked clients (served,
+# timed out, disconnected, handed over) and replication (full sync, then the
 # stream); shuts both down cleanly so valgrind writes its reports, and reads them.
 #
 # Fails (exit 1) on any invalid read/write/free, use of uninitialised memory, or
@@ -172,6 +173,26 @@ scenario() {
     expect OK CONFIG SET maxmemory 0
     m RCACHE.PURGETAG ev > /dev/null
     expect OK RCACHE.SET /kept v TAGS 1 kept
+
+    # Leases and blocked clients: a waiter served by a store, one timing out, one that
+    # disconnects, one handed the lease when it expires; refused SET … LEASE.
+    local tok; tok=$(m RCACHE.LOOKUP /l/1 LEASE 60000 | sed -n 6p)
+    [ -n "$tok" ] || fail "no lease granted on /l/1"
+    m RCACHE.LOOKUP /l/1 WAIT 60000 > "$WORK/lease-served.out" &
+    local served=$!
+    sleep 1
+    expect "$(printf 'MISS\n\n\n\n\n')" RCACHE.LOOKUP /l/1 LEASE 1000 WAIT 300
+    timeout 2 redis-cli -p "$MPORT" RCACHE.LOOKUP /l/1 LEASE 1000 WAIT 60000 > /dev/null
+    expect OK RCACHE.SET /l/1 v LEASE "$tok"
+    wait "$served"
+    grep -q FRESH "$WORK/lease-served.out" || fail "the waiter on /l/1 was not served by the SET"
+    expect "" RCACHE.SET /l/1 v LEASE "$tok"
+    m RCACHE.LOOKUP /l/2 LEASE 500 > /dev/null
+    local handed; handed=$(m RCACHE.LOOKUP /l/2 LEASE 60000 WAIT 60000 | sed -n 6p)
+    [ -n "$handed" ] || fail "no lease handed over on /l/2 when the first one expired"
+    expect 1 RCACHE.PURGE /l
+    expect "" RCACHE.SET /l/2 v LEASE "$handed"
+    [ "$(m INFO clients | tr -d '\r' | sed -n 's/^blocked_clients://p')" = 0 ] || fail "clients still blocked"
 
     # Settings, INFO, metadata.
     expect OK CONFIG SET rcache.max-path-len 16

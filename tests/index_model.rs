@@ -7,6 +7,12 @@
 //! (any entry may be evicted at any time, but never come back stale) and restarts the
 //! server from its AOF in the middle.
 //!
+//! Leases (issue 10) join in: `LOOKUP … LEASE` takes a lease, `SET … LEASE token`
+//! refills with it, and the model tracks every invalidation since each grant. No SET
+//! whose lease was granted before an invalidation of its entry (RCACHE.DEL, a covering
+//! PURGE, a PURGETAG of a tag the entry carried or the SET carries, FLUSHDB) may store;
+//! one whose lease surely survived must.
+//!
 //! Expiry is checked robustly: the client notes the wall-clock interval in which each
 //! SET ran, so an entry's deadline is known to lie in [sent + ttl, received + ttl]. A
 //! command that surely ran before the deadline must see the entry; one that surely ran
@@ -82,6 +88,10 @@ enum Op {
     Purge { prefix: usize, exact: bool },
     PurgeTag { tag: usize },
     FlushDb,
+    /// `RCACHE.LOOKUP … LEASE`: a lease when the entry misses and none is live.
+    Lease { path: usize, var: usize },
+    /// `RCACHE.SET … LEASE token` with the entry's last token (or a bogus one).
+    LeaseSet { path: usize, var: usize, tag: Option<usize> },
     Sleep { ms: u64 },
     Check,
     Restart,
@@ -124,6 +134,14 @@ impl fmt::Display for Shown<'_> {
             Op::Purge { prefix, exact } => write!(f, "RCACHE.PURGE {}{}", u.prefixes[prefix], if exact { " EXACT" } else { "" }),
             Op::PurgeTag { tag } => write!(f, "RCACHE.PURGETAG {}", TAGS[tag]),
             Op::FlushDb => write!(f, "FLUSHDB"),
+            Op::Lease { path, var: v } => write!(f, "RCACHE.LOOKUP {} {} LEASE {LEASE_MS}", u.paths[path], var(v)),
+            Op::LeaseSet { path, var: v, tag } => {
+                write!(f, "RCACHE.SET {} <value> {}", u.paths[path], var(v))?;
+                if let Some(t) = tag {
+                    write!(f, " TAGS 1 {}", TAGS[t])?;
+                }
+                write!(f, " LEASE <its last token>")
+            }
             Op::Sleep { ms } => write!(f, "(sleep {ms} ms)"),
             Op::Check => write!(f, "(check every entry, INFO and LIST against the model)"),
             Op::Restart => write!(f, "(restart the server from its AOF)"),
@@ -176,6 +194,9 @@ fn generate(rng: &mut StdRng, u: &Universe, v: Variant, n: usize) -> Vec<Op> {
             880..=914 => Op::PurgeTag { tag: rng.gen_range(0..TAGS.len()) },
             915..=919 => Op::FlushDb,
             920..=934 => Op::Sleep { ms: rng.gen_range(5..60) },
+            // Leases on a few hot entries, so grants, invalidations and refills meet.
+            935..=959 => Op::Lease { path: path % HOT_PATHS, var },
+            960..=984 => Op::LeaseSet { path: path % HOT_PATHS, var, tag: [None, Some(0), Some(1)][rng.gen_range(0..3)] },
             _ => Op::Check,
         };
         ops.push(op);
@@ -201,6 +222,27 @@ struct Slot {
     foreign: bool,
 }
 
+/// Lease ops use the first paths only (`/a`, `/a/a`, `/a/a/a`, `/a/a/b`).
+const HOT_PATHS: usize = 4;
+
+/// Long enough never to run out during a run.
+const LEASE_MS: u64 = 3_600_000;
+
+/// What the model knows of the last lease granted on an entry.
+#[derive(Debug, Clone)]
+struct ModelLease {
+    token: Vec<u8>,
+    /// Not ended by a store, a refused SET or a restart.
+    live: bool,
+    /// An invalidation of the entry happened since the grant: a SET must be refused.
+    invalidated: bool,
+    /// Something that may have invalidated it happened (a PURGETAG of the tag of an
+    /// entry that may have expired by then): a SET may go either way.
+    maybe_invalidated: bool,
+    /// Tags purged since the grant: a SET carrying one must be refused.
+    tags_purged: BTreeSet<usize>,
+}
+
 #[derive(Debug, PartialEq, Clone, Copy)]
 enum Life {
     Alive,
@@ -215,6 +257,7 @@ struct Run<'a> {
     c: Connection,
     keys: HashMap<(usize, usize), String>,
     model: HashMap<(usize, usize), Slot>,
+    leases: HashMap<(usize, usize), ModelLease>,
     seq: u64,
     evicted_total: u64,
 }
@@ -243,7 +286,7 @@ impl<'a> Run<'a> {
         }
         // Not database 0: the index is per database.
         select(&mut c, 2);
-        Run { u, v, server, c, keys, model: HashMap::new(), seq: 0, evicted_total: 0 }
+        Run { u, v, server, c, keys, model: HashMap::new(), leases: HashMap::new(), seq: 0, evicted_total: 0 }
     }
 
     /// What the model knows about an entry for a command sent at `sent` and answered at `recv`.
@@ -389,6 +432,10 @@ impl<'a> Run<'a> {
                 ensure!(matches!(r, Ok(Value::Okay)), "{what}: {r:?}");
                 let deadline = ttl_ms.map(|ms| (sent + ms as i64, recv + ms as i64));
                 self.model.insert((path, var), Slot { value, tag, deadline, foreign: false });
+                // Any store ends the entry's lease.
+                if let Some(l) = self.leases.get_mut(&(path, var)) {
+                    l.live = false;
+                }
             }
             Op::Get { path, var } => self.read_all(&[(path, var)], &what)?,
             Op::Del { path, var } | Op::UserDel { path, var } => {
@@ -398,6 +445,9 @@ impl<'a> Run<'a> {
                 let n = Self::int(r, &what)?;
                 let (lo, hi) = self.take(&[(path, var)], sent, recv, false);
                 ensure!((lo..=hi).contains(&n), "{what}: replied {n}, the model expects {lo}..={hi}");
+                if matches!(op, Op::Del { .. }) {
+                    self.invalidate(&[(path, var)]);
+                }
             }
             Op::UserSetForeign { path, var } => {
                 let key = self.keys[&(path, var)].clone();
@@ -433,6 +483,7 @@ impl<'a> Run<'a> {
                 let n = Self::int(r, &what)?;
                 let covered: Vec<(usize, usize)> =
                     self.all_keys().into_iter().filter(|(path, _)| covers(&p, exact, &self.u.paths[*path])).collect();
+                self.invalidate(&covered);
                 let (lo, hi) = self.take(&covered, sent, recv, true);
                 ensure!((lo..=hi).contains(&n), "{what}: replied {n}, the model expects {lo}..={hi}");
                 // The invariant: nothing stored before the purge under the prefix is served.
@@ -444,6 +495,23 @@ impl<'a> Run<'a> {
                     self.model.iter().filter(|(_, s)| s.tag == Some(tag)).map(|(k, _)| *k).collect();
                 let (r, sent, recv) = self.query(&words);
                 let n = Self::int(r, &what)?;
+                // The leases of entries carrying the tag end: surely for a live entry, maybe
+                // for one that may have expired (its key may be gone from the tag index).
+                for k in &tagged {
+                    let foreign = self.model.get(k).is_some_and(|s| s.foreign);
+                    match self.life(*k, sent, recv) {
+                        Life::Alive if !foreign => self.invalidate(&[*k]),
+                        Life::Unsure if !foreign => {
+                            if let Some(l) = self.leases.get_mut(k) {
+                                l.maybe_invalidated = true;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                for l in self.leases.values_mut() {
+                    l.tags_purged.insert(tag);
+                }
                 let (lo, hi) = self.take(&tagged, sent, recv, true);
                 ensure!((lo..=hi).contains(&n), "{what}: replied {n}, the model expects {lo}..={hi}");
                 self.read_all(&tagged, &format!("{what}, then reading back what carried the tag"))?;
@@ -452,18 +520,114 @@ impl<'a> Run<'a> {
                 let (r, _, _) = self.query(&["FLUSHDB"]);
                 ensure!(matches!(r, Ok(Value::Okay)), "{what}: {r:?}");
                 self.model.clear();
+                let all = self.all_keys();
+                self.invalidate(&all);
             }
+            Op::Lease { path, var } => self.lease(path, var, &what)?,
+            Op::LeaseSet { path, var, tag } => self.lease_set(path, var, tag, &what)?,
             Op::Sleep { ms } => std::thread::sleep(Duration::from_millis(ms)),
             Op::Check => self.check_all(&what)?,
             Op::Restart => {
                 self.evicted_total += info_u64(&mut self.c, "index_removals_evicted");
                 self.server.restart(true, &[]);
+                // Leases live in memory only: a restart loses them.
+                for l in self.leases.values_mut() {
+                    l.live = false;
+                }
                 self.c = self.server.conn();
                 select(&mut self.c, 2);
                 self.check_all(&what)?;
             }
         }
         Ok(())
+    }
+
+    /// An invalidation of these entries: their leases end, and a SET with one is refused.
+    fn invalidate(&mut self, ks: &[(usize, usize)]) {
+        for k in ks {
+            if let Some(l) = self.leases.get_mut(k) {
+                l.invalidated = true;
+            }
+        }
+    }
+
+    fn lease(&mut self, path: usize, var: usize, what: &str) -> Check {
+        let k = (path, var);
+        let lease_ms = LEASE_MS.to_string();
+        let mut words = self.words("RCACHE.LOOKUP", path, var);
+        words.extend(["LEASE", lease_ms.as_str()]);
+        let (r, sent, recv) = self.query(&words);
+        if self.model.get(&k).is_some_and(|s| s.foreign) {
+            match r {
+                Err(e) if e.code() == Some("ERR") => return Ok(()),
+                Ok(Value::Array(ref items)) if items.first() == Some(&Value::SimpleString("MISS".into())) && self.life(k, sent, recv) != Life::Alive => {}
+                other => return Err(format!("{what}: LOOKUP of a foreign key replied {other:?}")),
+            }
+        }
+        let Ok(Value::Array(items)) = r else { return Err(format!("{what}: {r:?}")) };
+        ensure!(items.len() == 6, "{what}: {items:?}");
+        let live_lease = self.leases.get(&k).is_some_and(|l| l.live && !l.invalidated && !l.maybe_invalidated);
+        let surely_ended = self.leases.get(&k).is_none_or(|l| !l.live || l.invalidated);
+        let token = match &items[5] {
+            Value::BulkString(t) => Some(t.clone()),
+            Value::Nil => None,
+            other => return Err(format!("{what}: lease {other:?}")),
+        };
+        match &items[0] {
+            Value::SimpleString(state) if state == "FRESH" => {
+                ensure!(self.life(k, sent, recv) != Life::Gone, "{what}: FRESH, but the entry is gone");
+                ensure!(token.is_none(), "{what}: a fresh entry granted a lease");
+                ensure!(matches!(&items[1], Value::BulkString(v) if self.model.get(&k).map(|s| &s.value) == Some(v)), "{what}: FRESH with {:?}", items[1]);
+            }
+            Value::SimpleString(state) if state == "MISS" => {
+                ensure!(self.life(k, sent, recv) != Life::Alive, "{what}: MISS, but the model holds a live entry");
+                self.model.remove(&k);
+                match token {
+                    Some(token) => {
+                        ensure!(!live_lease, "{what}: a second live lease was granted");
+                        self.leases.insert(k, ModelLease { token, live: true, invalidated: false, maybe_invalidated: false, tags_purged: BTreeSet::new() });
+                    }
+                    None => ensure!(!surely_ended, "{what}: no lease granted, but none is live"),
+                }
+            }
+            other => return Err(format!("{what}: state {other:?}")),
+        }
+        Ok(())
+    }
+
+    fn lease_set(&mut self, path: usize, var: usize, tag: Option<usize>, what: &str) -> Check {
+        let k = (path, var);
+        self.seq += 1;
+        let value = format!("leased{}", self.seq).into_bytes();
+        let lease = self.leases.get(&k).cloned();
+        let token = lease.as_ref().map_or(b"no-such-lease".to_vec(), |l| l.token.clone());
+        let mut c = cmd("RCACHE.SET");
+        c.arg(&self.u.paths[path]).arg(&value);
+        for w in VARIANTS[var] {
+            c.arg(*w);
+        }
+        if let Some(t) = tag {
+            c.arg("TAGS").arg(1).arg(TAGS[t]);
+        }
+        c.arg("LEASE").arg(&token);
+        let r = c.query::<Value>(&mut self.c);
+        let must_refuse = lease.as_ref().is_none_or(|l| !l.live || l.invalidated || tag.is_some_and(|t| l.tags_purged.contains(&t)));
+        let must_store = lease.as_ref().is_some_and(|l| l.live && !l.maybe_invalidated) && !must_refuse;
+        match r {
+            Ok(Value::Okay) => {
+                // The property: content computed before an invalidation never stores.
+                ensure!(!must_refuse, "{what}: stored, but its lease was invalidated or had ended: {lease:?}");
+                self.model.insert(k, Slot { value, tag, deadline: None, foreign: false });
+            }
+            Ok(Value::Nil) => ensure!(!must_store, "{what}: refused, but its lease is live and untouched: {lease:?}"),
+            other => return Err(format!("{what}: {other:?}")),
+        }
+        // A store or a refusal ends the lease either way.
+        if let Some(l) = self.leases.get_mut(&k) {
+            l.live = false;
+        }
+        // A refused SET changed nothing: the entry reads back as the model holds it.
+        self.read_all(&[k], &format!("{what}, then reading the entry back"))
     }
 
     /// Every entry against the model, and INFO / LIST within the model's bounds.

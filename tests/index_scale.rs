@@ -1,6 +1,6 @@
 //! The index's cost per entry does not depend on how the entries share paths: 100k
 //! variants of one path against 100k distinct paths, in the same run, for every way an
-//! entry comes and goes (SET, load, PURGETAG, DEL, expiry, eviction). Times are
+//! entry comes and goes (SET, load, PURGETAG, PURGE, DEL, expiry, eviction). Times are
 //! compared as ratios; the figures are printed (`--nocapture`).
 
 mod common;
@@ -64,7 +64,7 @@ fn timed(f: impl FnOnce()) -> f64 {
 }
 
 /// Seconds for each phase, in the order of `PHASES`.
-const PHASES: [&str; 6] = ["set", "reload", "purgetag", "del", "expiry", "eviction"];
+const PHASES: [&str; 7] = ["set", "reload", "purgetag", "purge", "del", "expiry", "eviction"];
 
 fn measure(shape: Shape) -> Vec<f64> {
     let s = Server::start_with(&["--enable-debug-command", "yes", "--hz", "100"], &[]);
@@ -79,6 +79,11 @@ fn measure(shape: Shape) -> Vec<f64> {
     assert_eq!(entries(&mut c), N, "{shape:?}: reload indexed every entry");
 
     figures.push(timed(|| assert_eq!(q::<usize>(&mut c, &["RCACHE.PURGETAG", "search"]), N)));
+    assert_eq!(entries(&mut c), 0);
+
+    // `/search` covers the one path of every variant, or the subtree of every path.
+    pipelined(&mut c, 0..N, |i| set_words(shape, i, &[]));
+    figures.push(timed(|| assert_eq!(q::<usize>(&mut c, &["RCACHE.PURGE", "/search"]), N)));
     assert_eq!(entries(&mut c), 0);
 
     pipelined(&mut c, 0..N, |i| set_words(shape, i, &[]));

@@ -6,6 +6,7 @@ pub mod config;
 pub mod entry;
 pub mod index;
 pub mod key;
+pub mod lease;
 pub mod path;
 pub mod purge;
 pub mod stats;

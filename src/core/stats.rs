@@ -22,6 +22,13 @@ pub struct Stats {
     pub index_removals_evicted: AtomicU64,
     pub index_removals_other: AtomicU64,
     pub purge_max_us: AtomicU64,
+    pub leases_granted: AtomicU64,
+    pub lease_sets: AtomicU64,
+    pub lease_sets_rejected: AtomicU64,
+    pub lease_waits: AtomicU64,
+    pub lease_waits_served: AtomicU64,
+    pub lease_waits_handed: AtomicU64,
+    pub lease_waits_timeout: AtomicU64,
 }
 
 pub static STATS: Stats = Stats {
@@ -43,6 +50,13 @@ pub static STATS: Stats = Stats {
     index_removals_evicted: AtomicU64::new(0),
     index_removals_other: AtomicU64::new(0),
     purge_max_us: AtomicU64::new(0),
+    leases_granted: AtomicU64::new(0),
+    lease_sets: AtomicU64::new(0),
+    lease_sets_rejected: AtomicU64::new(0),
+    lease_waits: AtomicU64::new(0),
+    lease_waits_served: AtomicU64::new(0),
+    lease_waits_handed: AtomicU64::new(0),
+    lease_waits_timeout: AtomicU64::new(0),
 };
 
 pub fn bump(counter: &AtomicU64, by: u64) {
@@ -72,7 +86,7 @@ impl Stats {
     }
 
     /// The counter fields of INFO, in order.
-    pub fn fields(&self) -> [(&'static str, u64); 18] {
+    pub fn fields(&self) -> [(&'static str, u64); 25] {
         let get = |c: &AtomicU64| c.load(Relaxed);
         [
             ("hits", get(&self.hits)),
@@ -93,6 +107,13 @@ impl Stats {
             ("index_removals_evicted", get(&self.index_removals_evicted)),
             ("index_removals_other", get(&self.index_removals_other)),
             ("purge_max_us", get(&self.purge_max_us)),
+            ("leases_granted", get(&self.leases_granted)),
+            ("lease_sets", get(&self.lease_sets)),
+            ("lease_sets_rejected", get(&self.lease_sets_rejected)),
+            ("lease_waits", get(&self.lease_waits)),
+            ("lease_waits_served", get(&self.lease_waits_served)),
+            ("lease_waits_handed", get(&self.lease_waits_handed)),
+            ("lease_waits_timeout", get(&self.lease_waits_timeout)),
         ]
     }
 }

@@ -18,10 +18,13 @@ macro_rules! rm {
     ($f:ident($($arg:expr),* $(,)?)) => {
         match unsafe { raw::$f } {
             Some(f) => unsafe { f($($arg),*) },
-            None => missing_api(stringify!($f)),
+            None => $crate::ffi::missing_api(stringify!($f)),
         }
     };
 }
+
+mod blocking;
+pub use blocking::{callback_args, Blocked, TimerId};
 
 #[cold]
 fn missing_api(name: &str) -> ! {
@@ -38,7 +41,7 @@ pub fn missing_apis() -> Vec<&'static str> {
     }
     check!(
         RedisModule_OpenKey, RedisModule_CloseKey, RedisModule_KeyType, RedisModule_StringDMA,
-        RedisModule_StringSet, RedisModule_DeleteKey, RedisModule_SetAbsExpire, RedisModule_CreateString,
+        RedisModule_DeleteKey, RedisModule_SetAbsExpire, RedisModule_CreateString,
         RedisModule_FreeString, RedisModule_Replicate, RedisModule_NotifyKeyspaceEvent,
         RedisModule_GetSelectedDb, RedisModule_GetContextFlags, RedisModule_Milliseconds,
         RedisModule_ReplyWithStringBuffer, RedisModule_ReplyWithNull, RedisModule_Log,
@@ -49,8 +52,11 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_GetCurrentUserName, RedisModule_GetModuleUserFromUserName,
         RedisModule_FreeModuleUser, RedisModule_ACLCheckKeyPermissions, RedisModule_SelectDb,
         RedisModule_ScanCursorCreate, RedisModule_ScanCursorDestroy, RedisModule_Scan,
+        RedisModule_BlockClient, RedisModule_UnblockClient, RedisModule_GetBlockedClientPrivateData,
+        RedisModule_GetBlockedClientHandle, RedisModule_SetDisconnectCallback, RedisModule_CreateTimer,
+        RedisModule_StopTimer, RedisModule_ReplyWithError,
         RedisModule_GetExpire, RedisModule_ReplyWithArray, RedisModule_ReplyWithSimpleString,
-        RedisModule_ReplyWithLongLong, RedisModule_CreateCommand, RedisModule_ReplyWithError,
+        RedisModule_ReplyWithLongLong, RedisModule_CreateCommand,
         RedisModule_StringTruncate, RedisModule_SetExpire, RedisModule_MallocSize
     );
     missing
@@ -344,14 +350,6 @@ impl Ctx {
         unsafe {
             rm!(RedisModule_CreateCommand(self.0, name.as_ptr(), Some(entry), flags.as_ptr(), first_key, first_key, step))
                 == raw::REDISMODULE_OK as c_int
-        }
-    }
-
-    /// Replies with an error; `msg` must hold no NUL byte (one would end it early).
-    pub fn reply_error(&self, msg: &str) {
-        let msg = CString::new(msg).unwrap_or_default();
-        unsafe {
-            rm!(RedisModule_ReplyWithError(self.0, msg.as_ptr()));
         }
     }
 

@@ -13,14 +13,17 @@ use crate::server::events;
 use crate::ffi::{self, Argv, Command, Ctx, Key, KeyKind, RString, NOTIFY_GENERIC, NOTIFY_STRING};
 use crate::server::guard::guarded;
 use crate::core::key::{entry_key, entry_key_name, parse_entry_key};
+use crate::core::lease::{Found, Token};
 use crate::core::path::Coverage;
 use crate::core::stats::{bump, STATS};
+use crate::server::leases;
 use crate::server::store;
 
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
 enum Reply {
     Ok,
+    Null,
     Int(i64),
     Bulk(Vec<u8>),
     Paths(Vec<Vec<u8>>),
@@ -34,6 +37,7 @@ fn run(ctx: Ctx, argv: Argv<'_>, name: &str, handler: fn(Ctx, &[&[u8]]) -> ArgRe
     let internal = || Err(format!("ERR internal error in {name}; see the server log"));
     match guarded(ctx, name, internal, || argv.with_bytes(|args| handler(ctx, args))) {
         Ok(Reply::Ok) => ctx.reply_simple(c"OK"),
+        Ok(Reply::Null) => ctx.reply_null(),
         Ok(Reply::Int(n)) => ctx.reply_i64(n),
         Ok(Reply::Bulk(b)) => ctx.reply_bulk(&b),
         Ok(Reply::Paths(paths)) => {
@@ -134,6 +138,14 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let variant = req.variant.variant();
     let key_name = entry_key_name(req.path, &variant);
     let key = ctx.string(&key_name);
+    let db = ctx.selected_db();
+    // The stale-set guard: a refill whose lease no longer allows it changes nothing.
+    if let Some(token) = req.lease {
+        if !leases::may_set(ctx, db, req.path, &variant, token, &req.tags) {
+            bump(&STATS.lease_sets_rejected, 1);
+            return Ok(Reply::Null);
+        }
+    }
     let replaced_untagged_entry = {
         let open = ctx.open_key(&key, true);
         // An entry already here is already indexed (the index follows the keyspace, and
@@ -157,10 +169,14 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
         notify(ctx, NOTIFY_GENERIC, c"expire", &key);
     }
     if !(replaced_untagged_entry && req.tags.is_empty()) {
-        let db = ctx.selected_db();
         store::with(|s| s.db(db).insert(req.path, variant, &req.tags));
     }
+    // Any store ends the entry's lease and answers everyone waiting for it.
+    leases::stored(ctx, db, req.path, &variant);
     bump(&STATS.sets, 1);
+    if req.lease.is_some() {
+        bump(&STATS.lease_sets, 1);
+    }
     Ok(Reply::Ok)
 }
 
@@ -192,22 +208,54 @@ fn get_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
 
 fn lookup_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_lookup(argv, &config::limits())?;
-    let key = ctx.open_key(&ctx.string(&entry_key_name(req.path, &req.variant.variant())), false);
+    leases::check_not_replica(ctx, req.lease_ms, req.wait_ms)?;
+    let variant = req.variant.variant();
+    let key = ctx.open_key(&ctx.string(&entry_key_name(req.path, &variant)), false);
     let found = entry_header(&key)?;
-    reply_lookup(ctx, &key, found.as_ref(), req.if_none_match, None);
+    let mut token = None;
+    if req.lease_ms.is_some() || req.wait_ms.is_some() {
+        let state = match &found {
+            None => Found::Miss,
+            Some(h) if h.state(ffi::milliseconds()) == State::Fresh => Found::Fresh,
+            Some(_) => Found::Stale,
+        };
+        match leases::lookup(ctx, ctx.selected_db(), req.path, &variant, state, req.lease_ms, req.wait_ms) {
+            // Answered by the reply callback once released (or at its WAIT deadline).
+            leases::Answer::Blocked => return Ok(Reply::Sent),
+            leases::Answer::Granted(t) => token = Some(t),
+            leases::Answer::Nothing => {}
+        }
+    }
+    reply_lookup(ctx, &key, found.as_ref(), req.if_none_match, token.as_ref().map(Token::as_bytes));
     Ok(Reply::Sent)
+}
+
+/// A released LOOKUP waiter (`argv`: its own arguments) is answered as a fresh LOOKUP
+/// would be, plus the lease it was handed while that lease is still live. Returns
+/// whether the reply carried a lease (`None` for an error reply).
+pub fn answer_waiter(ctx: Ctx, argv: &[&[u8]], handed: Option<Token>) -> Option<bool> {
+    let answer = || -> ArgResult<bool> {
+        let req = args::parse_lookup(argv, &config::limits())?;
+        let variant = req.variant.variant();
+        let key = ctx.open_key(&ctx.string(&entry_key(req.path, &variant)), false);
+        let found = entry_header(&key)?;
+        let token = handed.filter(|t| leases::holds(ctx.selected_db(), req.path, &variant, t));
+        reply_lookup(ctx, &key, found.as_ref(), req.if_none_match, token.as_ref().map(Token::as_bytes));
+        Ok(token.is_some())
+    };
+    answer().map_err(|msg| ctx.reply_error(&printable(&msg))).ok()
+}
+
+/// A LOOKUP waiter whose WAIT ran out: `MISS`, no lease.
+pub fn answer_timed_out_waiter(ctx: Ctx) {
+    reply_miss(ctx, None);
 }
 
 /// LOOKUP's 6-element reply for what `key` holds (`found`, from [`entry_header`]), with
 /// the lease token granted to this caller, if any. Counts the answer in INFO.
 fn reply_lookup(ctx: Ctx, key: &Key, found: Option<&Header>, if_none_match: Option<&[u8]>, lease: Option<&[u8]>) {
+    let Some(h) = found else { return reply_miss(ctx, lease) };
     ctx.reply_array(6);
-    let Some(h) = found else {
-        bump(&STATS.misses, 1);
-        ctx.reply_simple(c"MISS");
-        (0..4).for_each(|_| ctx.reply_null());
-        return reply_lease(ctx, lease);
-    };
     let now = ffi::milliseconds();
     let bytes = key.string().unwrap_or_default();
     let etag = bytes.get(h.etag.clone()).unwrap_or_default();
@@ -240,6 +288,14 @@ fn reply_lookup(ctx: Ctx, key: &Key, found: Option<&Header>, if_none_match: Opti
     reply_lease(ctx, lease);
 }
 
+fn reply_miss(ctx: Ctx, lease: Option<&[u8]>) {
+    bump(&STATS.misses, 1);
+    ctx.reply_array(6);
+    ctx.reply_simple(c"MISS");
+    (0..4).for_each(|_| ctx.reply_null());
+    reply_lease(ctx, lease);
+}
+
 fn reply_lease(ctx: Ctx, lease: Option<&[u8]>) {
     match lease {
         Some(token) => ctx.reply_bulk(token),
@@ -251,10 +307,12 @@ fn del_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_get("rcache.del", argv, &config::limits())?;
     let variant = req.variant.variant();
     let deleted = delete_keys(ctx, vec![entry_key(req.path, &variant)]);
+    let db = ctx.selected_db();
+    // Ends the lease whether or not the entry existed (the contract's stale-set guard).
+    leases::deleted(ctx, db, req.path, &variant);
     if deleted.is_empty() {
         return Ok(Reply::Int(0));
     }
-    let db = ctx.selected_db();
     store::with(|s| s.remove(db, req.path, &variant));
     bump(&STATS.dels, 1);
     Ok(Reply::Int(1))
@@ -293,6 +351,7 @@ fn purge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let keys = covered_keys(ctx, db, &coverage)?;
     let deleted = delete_keys(ctx, keys);
     store::with(|s| s.db(db).remove_covered(&coverage));
+    leases::purged(ctx, db, &coverage);
     bump(&STATS.purges, 1);
     bump(&STATS.purged_entries, deleted.len() as u64);
     STATS.purge_took(started.elapsed().as_micros() as u64);
@@ -303,8 +362,10 @@ fn softpurge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_purge("rcache.softpurge", argv)?;
     let started = Instant::now();
     let db = ctx.selected_db();
-    let keys = covered_keys(ctx, db, &coverage_of(&req))?;
+    let coverage = coverage_of(&req);
+    let keys = covered_keys(ctx, db, &coverage)?;
     let softened = soften_keys(ctx, db, keys);
+    leases::purged(ctx, db, &coverage);
     bump(&STATS.soft_purges, 1);
     bump(&STATS.soft_purged_entries, softened);
     STATS.purge_took(started.elapsed().as_micros() as u64);
@@ -316,6 +377,7 @@ fn purgetag_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let started = Instant::now();
     let db = ctx.selected_db();
     let keys = tagged_keys(ctx, db, &tags)?;
+    leases::tags_purged(ctx, db, &tags, &keys);
     let deleted = delete_keys(ctx, keys);
     forget_keys(db, &deleted);
     bump(&STATS.tag_purges, 1);
@@ -329,6 +391,7 @@ fn softpurgetag_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let started = Instant::now();
     let db = ctx.selected_db();
     let keys = tagged_keys(ctx, db, &tags)?;
+    leases::tags_purged(ctx, db, &tags, &keys);
     let softened = soften_keys(ctx, db, keys);
     bump(&STATS.soft_tag_purges, 1);
     bump(&STATS.soft_tag_purged_entries, softened);

@@ -17,6 +17,7 @@ use redis_module::raw;
 use crate::core::entry;
 use crate::ffi::{self, Ctx};
 use crate::server::guard::guarded;
+use crate::server::leases;
 use crate::core::key::{parse_entry_key, KEY_PREFIX};
 use crate::core::stats::{Removal, STATS};
 use crate::server::store;
@@ -148,11 +149,15 @@ fn server_event(ctx: Ctx, id: u64, subevent: u64, data: *mut c_void) {
             if let Some(db) = ffi::flush_db_number(data) {
                 let dropped = store::with(|s| s.flush(db));
                 STATS.removed(Removal::Other, dropped);
+                leases::flushed(ctx, db);
             }
         }
         (raw::REDISMODULE_EVENT_SWAPDB, _) => {
             if let Some((a, b)) = ffi::swapped_dbs(data) {
                 store::with(|s| s.swap(a, b));
+                // Whatever a lease there was granted on is now in another database.
+                leases::flushed(ctx, a);
+                leases::flushed(ctx, b);
             }
         }
         // Whatever is loaded next is indexed from its `loaded` / replayed events.
@@ -164,6 +169,7 @@ fn server_event(ctx: Ctx, id: u64, subevent: u64, data: *mut c_void) {
         ) => {
             let dropped = store::with(|s| s.flush(-1));
             STATS.removed(Removal::Other, dropped);
+            leases::flushed(ctx, -1);
         }
         (raw::REDISMODULE_EVENT_EVENTLOOP, raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP) => process_pending(ctx),
         _ => {}

@@ -6,5 +6,6 @@ mod alloc;
 mod commands;
 mod events;
 mod guard;
+mod leases;
 mod module;
 mod store;

@@ -114,13 +114,14 @@ extern "C" fn set_setting(_name: *const c_char, value: c_longlong, privdata: *mu
 extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
     let info = InfoCtx::from_raw(ctx);
     // A crash report may be written while the state is locked: report no index figures then.
-    let totals = std::panic::catch_unwind(|| store::with(|s| s.totals())).ok();
+    let totals = std::panic::catch_unwind(|| store::with(|s| (s.totals(), s.leases.table.live() as u64))).ok();
     info.section();
     info.field_str("module_version", env!("CARGO_PKG_VERSION"));
-    if let Some(t) = totals {
+    if let Some((t, leases)) = totals {
         info.field_u64("entries", t.entries);
         info.field_u64("paths", t.paths);
         info.field_u64("tags", t.tags);
+        info.field_u64("leases", leases);
     }
     info.field_u64("index_bytes", live_bytes() as u64);
     for (name, value) in STATS.fields() {

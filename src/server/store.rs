@@ -8,12 +8,14 @@ use std::sync::{LazyLock, Mutex, TryLockError};
 
 use crate::core::index::DbIndex;
 use crate::core::key::Variant;
+use crate::server::leases::Leases;
 
 #[derive(Default)]
 pub struct State {
     dbs: HashMap<i32, DbIndex>,
     /// (db, key) of entry keys to re-read when reading is safe (see `events`).
     pub pending: Vec<(i32, Vec<u8>)>,
+    pub leases: Leases,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -275,7 +275,7 @@ def test_vary_rules(r: redis.Redis, raw: Raw) -> None:
 # -- paths and keys ------------------------------------------------------------------
 
 
-BAD_PATHS = [b"", b"/a?b", b"?", b"/a\x00b", b"/a\x1f", b"/a\x7f", b"/a{b", b"/a}b", b"/{}", b"/{a}{b}", b"/}a{", b"/" + b"x" * 4096]
+BAD_PATHS = [b"", b"/a?b", b"?", b"/a\x00b", b"/a\x1f", b"/a\x7f", b"/a{b", b"/a}b", b"/{}", b"/{a}{b}", b"/}a{", b"/" + b"x" * 65536]
 
 
 def test_path_rules_for_every_command(r: redis.Redis, raw: Raw) -> None:
@@ -285,8 +285,17 @@ def test_path_rules_for_every_command(r: redis.Redis, raw: Raw) -> None:
         err(raw, "RCACHE.DEL", p)
         err(raw, "RCACHE.KEY", p)
         err(raw, "RCACHE.PURGE", p)
-        err(raw, "RCACHE.LIST", p)
+        if p:  # LIST "" lists every path
+            err(raw, "RCACHE.LIST", p)
         err(raw, "RCACHE.LIST", "/", "AFTER", p)
+    # rcache.max-path-len (4096) limits what SET stores; the others take up to 65536.
+    long = b"/" + b"x" * 4096
+    err(raw, "RCACHE.SET", long, "v")
+    assert cmd(r, "RCACHE.GET", long) is None
+    assert cmd(r, "RCACHE.DEL", long) == 0
+    assert cmd(r, "RCACHE.PURGE", long) == 0
+    assert cmd(r, "RCACHE.LIST", long, "AFTER", long) == []
+    assert cmd(r, "RCACHE.LIST", "") == []
     assert r.dbsize() == 0
     for p in (b"/", b"x", b"/" + b"x" * 4095, b"{shop1}/products/7", b"/a/{b}/c", "/caf\u00e9".encode(), b"/a b"):
         assert cmd(r, "RCACHE.SET", p, "v") == b"OK", p

@@ -30,8 +30,14 @@ impl DbIndex {
     pub fn insert(&mut self, path: &[u8], variant: Variant, tags: &[&[u8]]) {
         let id = self.tags.add(path, variant, tags);
         if let Some(old) = self.paths.insert(path, Stored { variant, tags: id }).and_then(|old| old.tags) {
-            self.tags.forget(old);
+            self.forget(old);
         }
+    }
+
+    /// Forgets a tag record; the one that takes its place gets its new id in the path index.
+    fn forget(&mut self, id: EntryId) {
+        let paths = &mut self.paths;
+        self.tags.forget(id, |m| paths.retag(m.path, &m.variant, m.id));
     }
 
     /// Drops the entry at (path, variant) from the index; returns whether it was there.
@@ -39,7 +45,7 @@ impl DbIndex {
         match self.paths.remove(path, variant) {
             Some(stored) => {
                 if let Some(id) = stored.tags {
-                    self.tags.forget(id);
+                    self.forget(id);
                 }
                 true
             }
@@ -61,12 +67,15 @@ impl DbIndex {
 
     /// Drops every covered entry from the index; returns how many there were.
     pub fn remove_covered(&mut self, coverage: &Coverage<'_>) -> usize {
-        let tags = &mut self.tags;
-        self.paths.remove_covered(coverage, |stored| {
-            if let Some(id) = stored.tags {
-                tags.forget(id);
-            }
-        })
+        let mut ids = Vec::new();
+        let removed = self.paths.remove_covered(coverage, |stored| ids.extend(stored.tags));
+        // Highest first: forgetting one moves the last record, which then is never one
+        // still to forget (all of those have lower ids), so the ids held stay valid.
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        for id in ids {
+            self.forget(id);
+        }
+        removed
     }
 }
 
@@ -83,6 +92,19 @@ mod tests {
 
     fn st(q: &str) -> Stored {
         Stored { variant: v(q), tags: None }
+    }
+
+    /// Every tagged entry's id names a record of its own path and variant, and every
+    /// record is some entry's.
+    fn check_tag_ids(db: &DbIndex) {
+        let mut tagged = 0;
+        db.paths.for_each_covered(&Coverage::all(), |path, s| {
+            if let Some(id) = s.tags {
+                tagged += 1;
+                assert_eq!(db.tags.entry_of(id), Some((path.to_vec(), s.variant)), "id {id}");
+            }
+        });
+        assert_eq!(tagged, db.tags.entries());
     }
 
     fn paths_of(index: &PathIndex, coverage: &Coverage<'_>) -> Vec<String> {
@@ -269,6 +291,7 @@ mod tests {
                     }
                 }
                 check(&db.paths);
+                check_tag_ids(&db);
                 let tags_in_use: BTreeSet<u8> = model.values().flatten().copied().collect();
                 prop_assert_eq!(db.tags.len(), tags_in_use.len());
                 prop_assert_eq!(db.tags.entries(), model.values().filter(|t| !t.is_empty()).count());

@@ -81,8 +81,8 @@ struct Tag {
     members: IdSet,
 }
 
-/// Slots addressed by id, reusing freed ones; emptied completely when the last
-/// one is freed, so an index whose entries all went away holds nothing.
+/// Tag records addressed by id, reusing freed ones (a tag's id is in every record of
+/// its entries, so tags never move); emptied completely when the last one is freed.
 #[derive(Debug)]
 struct Slab<T> {
     slots: Vec<Option<T>>,
@@ -109,11 +109,6 @@ impl<T> Slab<T> {
             }
         }
         let i = u32::try_from(self.slots.len()).ok().filter(|&i| i < u32::MAX)?;
-        if self.slots.len() == self.slots.capacity() {
-            // Grows by a quarter, not double: still amortized O(1), at most 25 % slack
-            // on the largest per-entry record.
-            self.slots.reserve_exact((self.slots.len() / 4).max(16));
-        }
         self.slots.push(Some(item));
         Some(i)
     }
@@ -136,10 +131,20 @@ impl<T> Slab<T> {
     }
 }
 
+/// Where a tagged entry's record moved to when another one was forgotten: the path
+/// index must give the entry at (`path`, `variant`) its new id.
+pub struct Moved<'a> {
+    pub path: &'a [u8],
+    pub variant: Variant,
+    pub id: EntryId,
+}
+
 #[derive(Debug, Default)]
 pub struct TagIndex {
-    /// Slot i holds the entry whose `EntryId` is i + 1.
-    entries: Slab<TaggedEntry>,
+    /// Dense: the record at index i is the entry whose `EntryId` is i + 1. Forgetting
+    /// one moves the last record into its place, so the array never holds more than
+    /// the tagged entries plus a bounded slack, even after most of them went.
+    entries: Vec<TaggedEntry>,
     tags: Slab<Tag>,
     by_name: HashMap<Box<[u8]>, TagId>,
 }
@@ -152,7 +157,7 @@ impl TagIndex {
 
     /// The number of tagged entries.
     pub fn entries(&self) -> usize {
-        self.entries.live()
+        self.entries.len()
     }
 
     /// Records the entry at (path, variant) as carrying `tags` (repeats count once);
@@ -161,8 +166,14 @@ impl TagIndex {
         if tags.is_empty() {
             return None;
         }
-        let slot = self.entries.add(TaggedEntry::new(path, variant, &[]))?;
-        let id = EntryId::new(slot + 1)?;
+        // `None` only past 2^32 - 1 tagged entries (hundreds of GB of index): unreachable.
+        let slot = u32::try_from(self.entries.len()).ok()?;
+        let id = EntryId::new(slot.checked_add(1)?)?;
+        if self.entries.len() == self.entries.capacity() {
+            // Grows by a quarter, not double: still amortized O(1), at most 25 % slack
+            // on the largest per-entry record.
+            self.entries.reserve_exact((self.entries.len() / 4).max(16));
+        }
         let mut ids = Vec::with_capacity(tags.len());
         for &name in tags {
             let Some(tag) = self.intern(name) else { continue };
@@ -170,9 +181,7 @@ impl TagIndex {
                 ids.push(tag);
             }
         }
-        if let Some(entry) = self.entries.get_mut(slot) {
-            *entry = TaggedEntry::new(path, variant, &ids);
-        }
+        self.entries.push(TaggedEntry::new(path, variant, &ids));
         Some(id)
     }
 
@@ -185,9 +194,35 @@ impl TagIndex {
         Some(tag)
     }
 
-    /// Forgets the tagged entry `id`, and every tag no other entry carries.
-    pub(super) fn forget(&mut self, id: EntryId) {
-        let Some(entry) = self.entries.take(id.get() - 1) else { return };
+    /// Forgets the tagged entry `id`, and every tag no other entry carries. The last
+    /// record takes its place: `moved` is told, to re-point the path index. Several
+    /// ids held at once must be forgotten highest first (see `forget_all`).
+    pub(super) fn forget(&mut self, id: EntryId, moved: impl FnOnce(Moved<'_>)) {
+        let at = id.get() as usize - 1;
+        if at >= self.entries.len() {
+            return;
+        }
+        let entry = self.entries.swap_remove(at);
+        self.untag(&entry, id);
+        if let Some(m) = self.entries.get(at) {
+            let from = u32::try_from(self.entries.len() + 1).unwrap_or(u32::MAX);
+            for tag in m.tags() {
+                if let Some(t) = self.tags.get_mut(tag) {
+                    t.members.remove(&from);
+                    t.members.insert(id.get());
+                }
+            }
+            moved(Moved { path: m.path(), variant: m.variant, id });
+        }
+        if self.entries.is_empty() {
+            self.entries = Vec::new();
+        } else if self.entries.capacity() > 64 && self.entries.len() < self.entries.capacity() / 2 {
+            self.entries.shrink_to(self.entries.len() + self.entries.len() / 4);
+        }
+    }
+
+    /// Removes `id` from the sets of `entry`'s tags, dropping tags left without entries.
+    fn untag(&mut self, entry: &TaggedEntry, id: EntryId) {
         for tag in entry.tags() {
             let Some(t) = self.tags.get_mut(tag) else { continue };
             t.members.remove(&id.get());
@@ -216,7 +251,7 @@ impl TagIndex {
                 if tags.len() > 1 && !seen.insert(id) {
                     continue;
                 }
-                if let Some(e) = id.checked_sub(1).and_then(|slot| self.entries.get(slot)) {
+                if let Some(e) = id.checked_sub(1).and_then(|slot| self.entries.get(slot as usize)) {
                     keys.push(entry_key(e.path(), &e.variant));
                 }
             }
@@ -227,8 +262,14 @@ impl TagIndex {
     /// The tags of the entry `id` (for tests and consistency checks).
     #[cfg(test)]
     pub(super) fn tags_of(&self, id: EntryId) -> Vec<Vec<u8>> {
-        let Some(e) = self.entries.get(id.get() - 1) else { return Vec::new() };
+        let Some(e) = self.entries.get(id.get() as usize - 1) else { return Vec::new() };
         e.tags().filter_map(|t| self.tags.get(t)).map(|t| t.name.to_vec()).collect()
+    }
+
+    /// The path and variant the record `id` names (for consistency checks).
+    #[cfg(test)]
+    pub(super) fn entry_of(&self, id: EntryId) -> Option<(Vec<u8>, Variant)> {
+        self.entries.get(id.get() as usize - 1).map(|e| (e.path().to_vec(), e.variant))
     }
 }
 
@@ -237,7 +278,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn interned_tags_and_reused_ids() {
+    fn interned_tags_and_dense_ids() {
         let mut t = TagIndex::default();
         let v = Variant::default();
         let a = t.add(b"/a", v, &[b"x", b"y", b"x"]).unwrap();
@@ -248,15 +289,29 @@ mod tests {
         let mut keys = t.keys(&[b"y", b"x", b"nope"]);
         keys.sort();
         assert_eq!(keys, [entry_key(b"/a", &v), entry_key(b"/b", &v)], "each entry once");
-        t.forget(a);
+        let mut moves = Vec::new();
+        t.forget(a, |m| moves.push((m.path.to_vec(), m.id)));
+        assert_eq!(moves, [(b"/b".to_vec(), a)], "the last record takes the freed place");
         assert_eq!((t.len(), t.entries()), (1, 1), "x went with its only entry");
         assert_eq!(t.keys(&[b"x"]), Vec::<Vec<u8>>::new());
-        let c = t.add(b"/c", v, &[b"z"]).unwrap();
-        assert_eq!(c, a, "a freed id is reused");
-        t.forget(b);
-        t.forget(c);
-        t.forget(c);
+        assert_eq!(t.keys(&[b"y"]), [entry_key(b"/b", &v)], "y's set follows the move");
+        assert_eq!(t.tags_of(a), [b"y".to_vec()]);
+        t.forget(b, |_| panic!("no record at {b}"));
+        t.forget(a, |_| panic!("the last record does not move"));
         assert_eq!((t.len(), t.entries()), (0, 0));
-        assert!(t.entries.slots.is_empty() && t.tags.slots.is_empty() && t.by_name.is_empty());
+        assert!(t.entries.capacity() == 0 && t.tags.slots.is_empty() && t.by_name.is_empty());
+    }
+
+    /// After most entries go, the records' array shrinks with them.
+    #[test]
+    fn records_shrink_after_a_mass_removal() {
+        let mut t = TagIndex::default();
+        let ids: Vec<EntryId> = (0..10_000).map(|i| t.add(format!("/p/{i}").as_bytes(), Variant::default(), &[b"t"]).unwrap()).collect();
+        let peak = t.entries.capacity();
+        for &id in ids[100..].iter().rev() {
+            t.forget(id, |_| {});
+        }
+        assert_eq!(t.entries(), 100);
+        assert!(t.entries.capacity() < peak / 20, "capacity {} of peak {peak}", t.entries.capacity());
     }
 }

@@ -8,6 +8,7 @@
 //! A path can be 65536 bytes long, so the tree can be that deep: every walk here is
 //! a loop or uses an explicit stack, dropping included, never recursion.
 
+use crate::core::index::tags::EntryId;
 use crate::core::index::variants::{Entries, Stored};
 use crate::core::key::Variant;
 use crate::core::path::Coverage;
@@ -225,6 +226,20 @@ impl PathIndex {
         self.entries -= 1;
         self.paths -= usize::from(path_gone);
         Some(removed)
+    }
+
+    /// Points the entry at (`path`, `variant`) at its tag record `id` (which moved).
+    pub fn retag(&mut self, path: &[u8], variant: &Variant, id: EntryId) {
+        let mut node = &mut self.root;
+        let mut rest = path;
+        while let Some(&next) = rest.first() {
+            let Ok(pos) = node.child_pos(next) else { return };
+            let child = &mut node.children[pos];
+            let Some(after) = rest.strip_prefix(&child.edge[..]) else { return };
+            rest = after;
+            node = child;
+        }
+        node.entries.retag(variant, id);
     }
 
     /// The entries at exactly `path`.

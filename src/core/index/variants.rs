@@ -76,6 +76,22 @@ impl Entries {
         }
     }
 
+    /// Points the entry of `variant` at its tag record `id` (which moved).
+    pub fn retag(&mut self, variant: &Variant, id: EntryId) {
+        match self {
+            Entries::Few(few) => {
+                if let Some(s) = few.iter_mut().find(|s| s.variant == *variant) {
+                    s.tags = Some(id);
+                }
+            }
+            Entries::Many(many) => {
+                if let Some(tags) = many.get_mut(variant) {
+                    *tags = Some(id);
+                }
+            }
+        }
+    }
+
     /// Removes the entry of `variant`; returns it.
     pub fn remove(&mut self, variant: &Variant) -> Option<Stored> {
         match self {
