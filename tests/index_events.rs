@@ -62,6 +62,7 @@ fn eviction_allkeys_lru() {
     assert_eq!(n as u64 + evicted, 4050, "every entry is either indexed or evicted");
     assert_eq!(removals(&mut c), (0, evicted, 0));
     let purged: i64 = q(&mut c, &["RCACHE.PURGE", "/big"]);
+    purges_done(&mut c);
     assert_eq!(entry_keys(&mut c).iter().filter(|k| k.starts_with("rcache:{/big/")).count(), 0);
     assert!(purged > 0);
     assert_index_exact(&mut c, &[0], "allkeys-lru after purge");
@@ -85,6 +86,7 @@ fn eviction_allkeys_random() {
     assert_eq!(n as u64 + evicted, 4050);
     assert_eq!(removals(&mut c), (0, evicted, 0));
     assert_eq!(q::<i64>(&mut c, &["RCACHE.PURGE", "/"]) as usize, n);
+    purges_done(&mut c);
     assert_eq!(entry_keys(&mut c).len(), 0);
 }
 

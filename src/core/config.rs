@@ -1,5 +1,5 @@
 //! Module settings: `rcache.default-ttl`, `rcache.default-grace`, `rcache.ttl-jitter`,
-//! `rcache.max-path-len`, `rcache.max-tags`, `rcache.max-vary`. Values live in atomics so commands read them without locking;
+//! `rcache.max-path-len`, `rcache.max-tags`, `rcache.max-vary`, `rcache.purge-slice-us`. Values live in atomics so commands read them without locking;
 //! Redis' CONFIG SET/GET reach them through callbacks registered in `lib.rs`.
 
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
@@ -40,7 +40,9 @@ pub static MAX_PATH_LEN: Setting = Setting::new("max-path-len", 1, crate::core::
 pub static MAX_TAGS: Setting = Setting::new("max-tags", 1, 1024, 64);
 pub static MAX_VARY: Setting = Setting::new("max-vary", 1, 256, 32);
 
-pub static SETTINGS: [&Setting; 6] = [&DEFAULT_TTL, &DEFAULT_GRACE, &TTL_JITTER, &MAX_PATH_LEN, &MAX_TAGS, &MAX_VARY];
+pub static PURGE_SLICE_US: Setting = Setting::new("purge-slice-us", 100, 1_000_000, 1000);
+
+pub static SETTINGS: [&Setting; 7] = [&DEFAULT_TTL, &DEFAULT_GRACE, &TTL_JITTER, &MAX_PATH_LEN, &MAX_TAGS, &MAX_VARY, &PURGE_SLICE_US];
 
 pub fn limits() -> Limits {
     let as_usize = |s: &Setting| usize::try_from(s.get()).unwrap_or(0);

@@ -57,7 +57,9 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_StopTimer, RedisModule_ReplyWithError,
         RedisModule_GetExpire, RedisModule_ReplyWithArray, RedisModule_ReplyWithSimpleString,
         RedisModule_ReplyWithLongLong, RedisModule_CreateCommand,
-        RedisModule_StringTruncate, RedisModule_SetExpire, RedisModule_MallocSize
+        RedisModule_StringTruncate, RedisModule_SetExpire, RedisModule_MallocSize,
+        RedisModule_Call, RedisModule_CallReplyArrayElement, RedisModule_CallReplyLength,
+        RedisModule_CallReplyStringPtr, RedisModule_FreeCallReply
     );
     missing
 }
@@ -301,6 +303,10 @@ impl Ctx {
         unsafe { rm!(RedisModule_GetContextFlags(self.0)) as u32 }
     }
 
+    pub fn is_loading(&self) -> bool {
+        self.flags() & raw::REDISMODULE_CTX_FLAGS_LOADING != 0
+    }
+
     /// Reading a key cannot make Redis delete it (lazy expiry) here: the server is
     /// loading data, or is a replica (replicas never expire keys themselves).
     pub fn reads_are_side_effect_free(&self) -> bool {
@@ -381,6 +387,29 @@ impl Ctx {
     pub fn reply_null(&self) {
         unsafe {
             rm!(RedisModule_ReplyWithNull(self.0));
+        }
+    }
+
+    /// Whether the calling user may write every key: its root key permissions include
+    /// `~*` (or `%W~*`, `%RW~*`), read with `ACL GETUSER`. A purge then needs no check per
+    /// covered path. False whenever that cannot be told.
+    pub fn user_writes_every_key(&self) -> bool {
+        unsafe {
+            let name = rm!(RedisModule_GetCurrentUserName(self.0));
+            if name.is_null() {
+                return true; // no client: AOF loading, the replication stream
+            }
+            let reply = rm!(RedisModule_Call(self.0, c"ACL".as_ptr(), c"cs".as_ptr(), c"GETUSER".as_ptr(), name));
+            rm!(RedisModule_FreeString(self.0, name));
+            if reply.is_null() {
+                return false;
+            }
+            let field = |i: usize| call_reply_bytes(rm!(RedisModule_CallReplyArrayElement(reply, i)));
+            let len = rm!(RedisModule_CallReplyLength(reply));
+            let keys = (0..len).step_by(2).find(|&i| field(i) == b"keys").map(|i| field(i + 1));
+            let every = keys.is_some_and(|k| k.split(|&b| b == b' ').any(|p| matches!(p, b"~*" | b"%W~*" | b"%RW~*" | b"%WR~*")));
+            rm!(RedisModule_FreeCallReply(reply));
+            every
         }
     }
 
@@ -557,6 +586,19 @@ impl InfoCtx {
             rm!(RedisModule_InfoAddFieldCString(self.0, name.as_ptr(), value.as_ptr()));
         }
     }
+}
+
+/// The bytes of a string or bulk call reply (empty for any other type).
+fn call_reply_bytes<'a>(reply: *mut raw::RedisModuleCallReply) -> &'a [u8] {
+    if reply.is_null() {
+        return &[];
+    }
+    let mut len = 0usize;
+    let p = unsafe { rm!(RedisModule_CallReplyStringPtr(reply, &mut len)) };
+    if p.is_null() {
+        return &[];
+    }
+    unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }
 }
 
 /// Redis hands event data as a `void *`; these read the two payloads we use.

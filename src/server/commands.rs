@@ -12,6 +12,7 @@ use crate::core::entry::{self, Header, Soften, State};
 use crate::server::events;
 use crate::ffi::{self, Argv, Command, Ctx, Key, KeyKind, RString, NOTIFY_GENERIC, NOTIFY_STRING};
 use crate::server::guard::guarded;
+use crate::server::purges;
 use crate::core::key::{entry_key, entry_key_name, parse_entry_key};
 use crate::core::lease::{Found, Token};
 use crate::core::path::Coverage;
@@ -123,7 +124,8 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
         None => (0, None),
     };
     let lifetime = entry::Lifetime {
-        stored_at_ms: u64::try_from(now).unwrap_or(0),
+        // Later than every pending purge, which must never cover what is stored after it.
+        stored_at_ms: u64::try_from(now).unwrap_or(0).max(purges::stored_at_floor()),
         fresh_until_ms: u64::try_from(fresh_until).unwrap_or(0),
         grace_s: u32::try_from(grace_s).unwrap_or(u32::MAX),
     };
@@ -151,7 +153,8 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
         // An entry already here is already indexed (the index follows the keyspace, and
         // a pending re-read covers one written by a plain SET): refreshing an untagged
         // entry without tags needs no index work, the common case for a cache.
-        let untagged = open.string().is_some_and(|old| entry::decode(old).is_ok_and(|e| e.tags.is_empty()));
+        // (Not while a purge is pending: the old entry may be one it hid, out of the index.)
+        let untagged = !purges::any_pending() && open.string().is_some_and(|old| entry::decode(old).is_ok_and(|e| e.tags.is_empty()));
         let len = entry::encoded_len(req.value.len(), etag, &req.tags);
         let written = open.write_string(len, |out| entry::encode_into(out, req.value, lifetime, etag, &req.tags));
         let expiry_set = match expire_at {
@@ -180,19 +183,25 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     Ok(Reply::Ok)
 }
 
-/// The header of the entry an open key holds; `None` when there is none (MISS).
-fn entry_header(key: &Key) -> ArgResult<Option<Header>> {
-    match key.kind() {
-        KeyKind::Empty => Ok(None),
-        KeyKind::String => entry::header(key.string().unwrap_or_default()).map(Some).map_err(|e| format!("ERR {e}")),
-        KeyKind::Other => Err(WRONGTYPE.into()),
+/// The header of the entry an open key (of `path`) holds, as the commands must see
+/// it: `None` when there is none or a pending purge hid it (MISS); stale when a pending
+/// soft purge made it so.
+fn entry_header(ctx: Ctx, key: &Key, path: &[u8]) -> ArgResult<Option<Header>> {
+    let header = match key.kind() {
+        KeyKind::Empty => return Ok(None),
+        KeyKind::String => entry::header(key.string().unwrap_or_default()).map_err(|e| format!("ERR {e}"))?,
+        KeyKind::Other => return Err(WRONGTYPE.into()),
+    };
+    if !purges::any_pending() {
+        return Ok(Some(header));
     }
+    Ok(purges::visible(ctx.selected_db(), path, header, ffi::milliseconds(), key.abs_expire()))
 }
 
 fn get_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_get("rcache.get", argv, &config::limits())?;
     let key = ctx.open_key(&ctx.string(&entry_key_name(req.path, &req.variant.variant())), false);
-    match entry_header(&key)? {
+    match entry_header(ctx, &key, req.path)? {
         Some(h) if h.state(ffi::milliseconds()) == State::Fresh => {
             ctx.reply_bulk(&key.string().unwrap_or_default()[h.value_at..]);
             bump(&STATS.hits, 1);
@@ -211,7 +220,7 @@ fn lookup_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     leases::check_not_replica(ctx, req.lease_ms, req.wait_ms)?;
     let variant = req.variant.variant();
     let key = ctx.open_key(&ctx.string(&entry_key_name(req.path, &variant)), false);
-    let found = entry_header(&key)?;
+    let found = entry_header(ctx, &key, req.path)?;
     let mut token = None;
     if req.lease_ms.is_some() || req.wait_ms.is_some() {
         let state = match &found {
@@ -238,7 +247,7 @@ pub fn answer_waiter(ctx: Ctx, argv: &[&[u8]], handed: Option<Token>) -> Option<
         let req = args::parse_lookup(argv, &config::limits())?;
         let variant = req.variant.variant();
         let key = ctx.open_key(&ctx.string(&entry_key(req.path, &variant)), false);
-        let found = entry_header(&key)?;
+        let found = entry_header(ctx, &key, req.path)?;
         let token = handed.filter(|t| leases::holds(ctx.selected_db(), req.path, &variant, t));
         reply_lookup(ctx, &key, found.as_ref(), req.if_none_match, token.as_ref().map(Token::as_bytes));
         Ok(token.is_some())
@@ -343,19 +352,38 @@ fn coverage_of<'a>(req: &args::PurgeArgs<'a>) -> Coverage<'a> {
     }
 }
 
+/// PURGE removes what fits in about one slice of work at once; anything larger is
+/// hidden at once and removed in the background (`purges`), so the reply comes in
+/// bounded time whatever the prefix covers.
 fn purge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_purge("rcache.purge", argv)?;
     let started = Instant::now();
     let coverage = coverage_of(&req);
     let db = ctx.selected_db();
-    let keys = covered_keys(ctx, db, &coverage)?;
-    let deleted = delete_keys(ctx, keys);
-    store::with(|s| s.db(db).remove_covered(&coverage));
+    events::process_pending(ctx);
+    let limit = purges::sync_limit();
+    let covered = store::with(|s| s.existing_db(db).map_or(0, |d| d.paths.count_covered_upto(&coverage, limit)));
+    let removed = if covered <= limit {
+        let keys = covered_keys(ctx, db, &coverage)?;
+        let deleted = delete_keys(ctx, keys);
+        store::with(|s| s.db(db).remove_covered(&coverage));
+        deleted.len() as u64
+    } else {
+        if !ctx.user_writes_every_key() {
+            check_write_permission(ctx, covered_paths(db, &coverage).iter().map(Vec::as_slice))?;
+        }
+        purges::start(ctx, db, req.prefix, req.exact)
+    };
     leases::purged(ctx, db, &coverage);
     bump(&STATS.purges, 1);
-    bump(&STATS.purged_entries, deleted.len() as u64);
+    bump(&STATS.purged_entries, removed);
     STATS.purge_took(started.elapsed().as_micros() as u64);
-    Ok(Reply::Int(deleted.len() as i64))
+    Ok(Reply::Int(removed as i64))
+}
+
+/// The distinct paths the coverage includes (for a permission check).
+fn covered_paths(db: i32, coverage: &Coverage<'_>) -> Vec<Vec<u8>> {
+    store::with(|s| s.existing_db(db).map(|d| d.paths.list(coverage, None, usize::MAX)).unwrap_or_default())
 }
 
 fn softpurge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
@@ -421,6 +449,9 @@ fn soften_keys(ctx: Ctx, db: i32, keys: Vec<Vec<u8>>) -> u64 {
         let key = ctx.string(&name);
         let open = ctx.open_key(&key, true);
         let Some(Ok(header)) = open.string().map(entry::header) else { continue };
+        if open.string().is_some_and(|bytes| purges::hides_key(db, &name, bytes)) {
+            continue;
+        }
         match entry::soften(&header, now, open.abs_expire()) {
             Soften::AlreadyStale => {}
             Soften::Remove => removed.push(name),
@@ -483,10 +514,13 @@ fn check_write_permission<'a>(ctx: Ctx, paths: impl Iterator<Item = &'a [u8]>) -
 fn delete_keys(ctx: Ctx, keys: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     let mut deleted = Vec::with_capacity(keys.len());
     let mut deleted_names = Vec::with_capacity(keys.len());
+    let db = ctx.selected_db();
     for name in keys {
         let key = ctx.string(&name);
         let open = ctx.open_key(&key, true);
-        if open.kind() != KeyKind::Empty && open.delete() {
+        // An entry a pending purge hid is that purge's to remove (and count).
+        let hidden = || open.string().is_some_and(|bytes| purges::hides_key(db, &name, bytes));
+        if open.kind() != KeyKind::Empty && !hidden() && open.delete() {
             drop(open);
             deleted.push(key);
             deleted_names.push(name);

@@ -15,12 +15,13 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 use redis_module::raw;
 
 use crate::core::entry;
+use crate::core::purge;
 use crate::ffi::{self, Ctx};
 use crate::server::guard::guarded;
 use crate::server::leases;
 use crate::core::key::{parse_entry_key, KEY_PREFIX};
 use crate::core::stats::{Removal, STATS};
-use crate::server::store;
+use crate::server::{purges, store};
 
 thread_local! {
     static NOTIFYING_OURSELVES: Cell<bool> = const { Cell::new(false) };
@@ -63,8 +64,11 @@ fn keyspace_event(ctx: Ctx, event: &[u8], key: &[u8]) {
     if !key.starts_with(KEY_PREFIX) {
         return;
     }
-    let Some((path, variant)) = parse_entry_key(key) else { return };
     let db = ctx.selected_db();
+    if purge::is_record_key(key) {
+        return record_event(ctx, db, event, key);
+    }
+    let Some((path, variant)) = parse_entry_key(key) else { return };
     let removal = match event {
         b"expired" => Removal::Expired,
         b"evicted" => Removal::Evicted,
@@ -76,6 +80,18 @@ fn keyspace_event(ctx: Ctx, event: &[u8], key: &[u8]) {
     };
     if store::with(|s| s.remove(db, path, &variant)) {
         STATS.removed(removal, 1);
+    }
+}
+
+/// A purge record written or removed by the data itself: the master's purge reaching a
+/// replica, or a record read while loading. On a master a record changes only through
+/// the module's own (muted) writes.
+fn record_event(ctx: Ctx, db: i32, event: &[u8], key: &[u8]) {
+    match event {
+        b"expire" | b"persist" => {}
+        b"del" | b"expired" | b"evicted" | b"rename_from" | b"move_from" => purges::record_event(ctx, db, key, true),
+        _ if ctx.reads_are_side_effect_free() => purges::record_event(ctx, db, key, false),
+        _ => {}
     }
 }
 
@@ -171,6 +187,8 @@ fn server_event(ctx: Ctx, id: u64, subevent: u64, data: *mut c_void) {
             STATS.removed(Removal::Other, dropped);
             leases::flushed(ctx, -1);
         }
+        // Purge records read while loading are matched against the loaded entries now.
+        (raw::REDISMODULE_EVENT_LOADING, raw::REDISMODULE_SUBEVENT_LOADING_ENDED) => purges::resolve_loaded(ctx),
         (raw::REDISMODULE_EVENT_EVENTLOOP, raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP) => process_pending(ctx),
         _ => {}
     }

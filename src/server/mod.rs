@@ -8,4 +8,5 @@ mod events;
 mod guard;
 mod leases;
 mod module;
+mod purges;
 mod store;

@@ -122,6 +122,7 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) 
         info.field_u64("paths", t.paths);
         info.field_u64("tags", t.tags);
         info.field_u64("leases", leases);
+        info.field_u64("purge_pending", t.purge_pending);
     }
     info.field_u64("index_bytes", live_bytes() as u64);
     for (name, value) in STATS.fields() {

@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex, TryLockError};
 
 use crate::core::index::DbIndex;
-use crate::core::key::Variant;
+use crate::core::key::{entry_key, Variant};
 use crate::server::leases::Leases;
+use crate::core::purge::PurgeRecord;
+use crate::server::purges::{self, Job};
 
 #[derive(Default)]
 pub struct State {
@@ -16,6 +18,8 @@ pub struct State {
     /// (db, key) of entry keys to re-read when reading is safe (see `events`).
     pub pending: Vec<(i32, Vec<u8>)>,
     pub leases: Leases,
+    /// Purges still being carried out in the background, oldest first.
+    pub jobs: Vec<Job>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +27,8 @@ pub struct Totals {
     pub entries: u64,
     pub paths: u64,
     pub tags: u64,
+    /// Entries purged but not yet physically removed.
+    pub purge_pending: u64,
 }
 
 impl State {
@@ -34,8 +40,61 @@ impl State {
         self.dbs.get(&db)
     }
 
+    /// Drops the entry from the index, also if a pending purge hid it; returns whether
+    /// the live index held it.
     pub fn remove(&mut self, db: i32, path: &[u8], variant: &Variant) -> bool {
-        self.dbs.get_mut(&db).is_some_and(|d| d.remove(path, variant))
+        let Some(d) = self.dbs.get_mut(&db) else { return false };
+        d.remove(path, variant) || {
+            d.remove_hidden(path, variant);
+            false
+        }
+    }
+
+    pub fn add_job(&mut self, job: Job) {
+        self.jobs.push(job);
+        purges::set_job_count(self.jobs.len());
+    }
+
+    /// Forgets the job whose record is `key` in `db`: its record is gone, so the data
+    /// no longer hides what is left of its work (normally nothing: a master deletes the
+    /// record last), which is indexed again.
+    pub fn drop_job(&mut self, db: i32, key: &[u8]) {
+        let (gone, kept): (Vec<Job>, Vec<Job>) = std::mem::take(&mut self.jobs).into_iter().partition(|j| j.db == db && j.key == key);
+        self.jobs = kept;
+        for job in gone {
+            self.db(db).unhide(job.id);
+            // Out of the index, tags and all, and not removed: read them again.
+            let (path, variants) = job.backlog;
+            self.pending.extend(variants.iter().map(|v| (db, entry_key(&path, v))));
+        }
+        purges::set_job_count(self.jobs.len());
+    }
+
+    /// Up to `n` entries (of one path) the oldest resolved job with work left still has
+    /// to remove, with the job's database and record. Out of the index from then on.
+    pub fn take_batch(&mut self, n: usize) -> Option<(i32, PurgeRecord, Vec<u8>, Vec<Variant>)> {
+        let dbs = &mut self.dbs;
+        let job = self.jobs.iter_mut().find(|j| j.resolved && (!j.backlog.1.is_empty() || dbs.get(&j.db).is_some_and(|d| d.hidden(j.id) > 0)))?;
+        if job.backlog.1.is_empty() {
+            job.backlog = dbs.get_mut(&job.db)?.take_hidden(job.id)?;
+        }
+        let rest = job.backlog.1.len().saturating_sub(n);
+        let batch = job.backlog.1.split_off(rest);
+        Some((job.db, job.record.clone(), job.backlog.0.clone(), batch))
+    }
+
+    /// Entries a job still has to remove (INFO `purge_pending`).
+    fn pending_of(&self, job: &Job) -> u64 {
+        (job.backlog.1.len() + self.dbs.get(&job.db).map_or(0, |d| d.hidden(job.id))) as u64
+    }
+
+    /// The (db, record key) of every resolved job with nothing left, which are forgotten.
+    pub fn take_done_jobs(&mut self) -> Vec<(i32, Vec<u8>)> {
+        let done_ids: Vec<u64> = self.jobs.iter().filter(|j| j.resolved && self.pending_of(j) == 0).map(|j| j.id).collect();
+        let (done, kept): (Vec<Job>, Vec<Job>) = std::mem::take(&mut self.jobs).into_iter().partition(|j| done_ids.contains(&j.id));
+        self.jobs = kept;
+        purges::set_job_count(self.jobs.len());
+        done.into_iter().map(|j| (j.db, j.key)).collect()
     }
 
     /// Drops the index of `db` (-1: all databases); returns how many entries it held.
@@ -46,6 +105,9 @@ impl State {
             self.dbs.remove(&db).into_iter().collect()
         };
         self.pending.retain(|(d, _)| db != -1 && *d != db);
+        // Their records went with the data.
+        self.jobs.retain(|j| db != -1 && j.db != db);
+        purges::set_job_count(self.jobs.len());
         dropped.iter().map(|d| d.paths.entries() as u64).sum()
     }
 
@@ -57,20 +119,24 @@ impl State {
         if let Some(i) = ib {
             self.dbs.insert(a, i);
         }
-        for (db, _) in &mut self.pending {
+        let swapped = |db: &mut i32| {
             if *db == a {
                 *db = b;
             } else if *db == b {
                 *db = a;
             }
-        }
+        };
+        self.pending.iter_mut().for_each(|(db, _)| swapped(db));
+        self.jobs.iter_mut().for_each(|j| swapped(&mut j.db));
     }
 
     pub fn totals(&self) -> Totals {
-        self.dbs.values().fold(Totals::default(), |t, d| Totals {
+        let purge_pending = self.jobs.iter().map(|j| self.pending_of(j)).sum();
+        self.dbs.values().fold(Totals { purge_pending, ..Totals::default() }, |t, d| Totals {
             entries: t.entries + d.paths.entries() as u64,
             paths: t.paths + d.paths.paths() as u64,
             tags: t.tags + d.tags.len() as u64,
+            ..t
         })
     }
 }

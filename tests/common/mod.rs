@@ -133,6 +133,25 @@ impl Server {
         self.spawn();
     }
 
+    /// Kills the server with SIGKILL (no shutdown, no save) and starts it again on the
+    /// same port and directory, with `extra` appended to its arguments.
+    pub fn kill_and_restart(&mut self, extra: &[&str]) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.args.extend(extra.iter().map(|s| s.to_string()));
+        self.spawn();
+    }
+
+    /// Kills the server with SIGKILL, for good.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Whether the process is still running (it did not crash).
     pub fn alive(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())

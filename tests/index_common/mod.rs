@@ -88,6 +88,12 @@ pub fn assert_index_exact(c: &mut Connection, dbs: &[i64], what: &str) -> usize 
     entries
 }
 
+/// Waits until the background removal of earlier purges is done (issue 11: a purge
+/// larger than one slice replies first), so the keyspace itself can be checked.
+pub fn purges_done(c: &mut Connection) {
+    assert!(eventually(60, || info_u64(c, "purge_pending") == 0), "background purges did not finish");
+}
+
 /// INFO stats / replication field of the server (not the rcache section).
 pub fn server_info_u64(c: &mut Connection, section: &str, field: &str) -> u64 {
     server_info_str(c, section, field).parse().unwrap_or_else(|_| panic!("INFO {section} {field} is not a number"))

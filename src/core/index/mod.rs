@@ -23,21 +23,51 @@ use crate::core::path::Coverage;
 pub struct DbIndex {
     pub paths: PathIndex,
     pub tags: TagIndex,
+    /// Per pending purge (by job id): the entries it hid and has not removed yet. Out
+    /// of `paths` (LIST, INFO and other purges no longer see them) but still holding
+    /// their tag records until removed.
+    hidden: Vec<(u64, PathIndex)>,
 }
 
 impl DbIndex {
-    /// Indexes the entry at (path, variant) with `tags`, replacing what was there.
+    /// Indexes the entry at (path, variant) with `tags`, replacing what was there (also
+    /// an older entry a pending purge hid at that key: it is no longer that purge's).
     pub fn insert(&mut self, path: &[u8], variant: Variant, tags: &[&[u8]]) {
         let id = self.tags.add(path, variant, tags);
-        if let Some(old) = self.paths.insert(path, Stored { variant, tags: id }).and_then(|old| old.tags) {
-            self.forget(old);
+        match self.paths.insert(path, Stored { variant, tags: id }) {
+            Some(old) => self.forget_tags(old),
+            None => {
+                if let Some(old) = self.hidden.iter_mut().find_map(|(_, t)| t.remove(path, &variant)) {
+                    self.forget_tags(old);
+                }
+            }
         }
     }
 
-    /// Forgets a tag record; the one that takes its place gets its new id in the path index.
+    fn forget_tags(&mut self, stored: Stored) {
+        if let Some(id) = stored.tags {
+            self.forget(id);
+        }
+    }
+
+    /// Forgets a tag record; the one that takes its place gets its new id wherever its
+    /// entry is, in the path index or hidden by a pending purge.
     fn forget(&mut self, id: EntryId) {
-        let paths = &mut self.paths;
-        self.tags.forget(id, |m| paths.retag(m.path, &m.variant, m.id));
+        let (paths, hidden) = (&mut self.paths, &mut self.hidden);
+        self.tags.forget(id, |m| {
+            if !paths.retag(m.path, &m.variant, m.id) {
+                hidden.iter_mut().any(|(_, t)| t.retag(m.path, &m.variant, m.id));
+            }
+        });
+    }
+
+    /// Forgets several tag records held outside every tree, highest id first: forgetting
+    /// one moves the last record, which then is never one still to forget.
+    fn forget_all(&mut self, mut ids: Vec<EntryId>) {
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        for id in ids {
+            self.forget(id);
+        }
     }
 
     /// Drops the entry at (path, variant) from the index; returns whether it was there.
@@ -51,6 +81,86 @@ impl DbIndex {
             }
             None => false,
         }
+    }
+
+    /// Hides every entry the coverage includes for a new pending purge `job`: out of
+    /// the path index in one step. Returns how many it hid.
+    pub fn hide_covered(&mut self, job: u64, coverage: &Coverage<'_>) -> usize {
+        let detached = self.paths.detach(coverage);
+        let hid = detached.entries();
+        if hid > 0 {
+            self.hidden.push((job, detached));
+        }
+        hid
+    }
+
+    /// Hides one entry for the pending purge `job` (a purge read from the data, matched
+    /// against the entries once loading ended).
+    pub fn hide(&mut self, job: u64, path: &[u8], variant: &Variant) {
+        if let Some(stored) = self.paths.remove(path, variant) {
+            self.hidden_tree(job).insert(path, stored);
+        }
+    }
+
+    fn hidden_tree(&mut self, job: u64) -> &mut PathIndex {
+        let at = match self.hidden.iter().position(|(j, _)| *j == job) {
+            Some(at) => at,
+            None => {
+                self.hidden.push((job, PathIndex::default()));
+                self.hidden.len() - 1
+            }
+        };
+        &mut self.hidden[at].1
+    }
+
+    /// The entries `job` hid at its first path, which leave the index (their tags too):
+    /// its unit of removal work.
+    pub fn take_hidden(&mut self, job: u64) -> Option<(Vec<u8>, Vec<Variant>)> {
+        let at = self.hidden.iter().position(|(j, _)| *j == job)?;
+        let (path, taken) = self.hidden[at].1.take_first_path()?;
+        self.drop_empty_hidden();
+        self.forget_all(taken.iter().filter_map(|s| s.tags).collect());
+        Some((path, taken.into_iter().map(|s| s.variant).collect()))
+    }
+
+    /// How many entries `job` still hides.
+    pub fn hidden(&self, job: u64) -> usize {
+        self.hidden.iter().filter(|(j, _)| *j == job).map(|(_, t)| t.entries()).sum()
+    }
+
+    /// Drops the entry at (path, variant) if a pending purge hid it (Redis removed its
+    /// key some other way); returns whether one did.
+    pub fn remove_hidden(&mut self, path: &[u8], variant: &Variant) -> bool {
+        match self.hidden.iter_mut().find_map(|(_, t)| t.remove(path, variant)) {
+            Some(stored) => {
+                self.drop_empty_hidden();
+                self.forget_tags(stored);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A purge that hides nothing more keeps no tree.
+    fn drop_empty_hidden(&mut self) {
+        self.hidden.retain(|(_, t)| t.entries() > 0);
+    }
+
+    /// `job` is gone without finishing (its record was removed): what it still hid is
+    /// indexed again, unless a newer entry took its key meanwhile.
+    pub fn unhide(&mut self, job: u64) {
+        let Some(at) = self.hidden.iter().position(|(j, _)| *j == job) else { return };
+        let (_, mut tree) = self.hidden.swap_remove(at);
+        let mut dropped = Vec::new();
+        while let Some((path, taken)) = tree.take_first_path() {
+            for stored in taken {
+                if let Some(newer) = self.paths.insert(&path, stored) {
+                    self.paths.insert(&path, newer);
+                    dropped.extend(stored.tags);
+                }
+            }
+        }
+        self.forget_all(dropped);
     }
 
     /// The distinct paths and the entry keys the coverage includes.
@@ -69,12 +179,7 @@ impl DbIndex {
     pub fn remove_covered(&mut self, coverage: &Coverage<'_>) -> usize {
         let mut ids = Vec::new();
         let removed = self.paths.remove_covered(coverage, |stored| ids.extend(stored.tags));
-        // Highest first: forgetting one moves the last record, which then is never one
-        // still to forget (all of those have lower ids), so the ids held stay valid.
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-        for id in ids {
-            self.forget(id);
-        }
+        self.forget_all(ids);
         removed
     }
 }
@@ -98,12 +203,14 @@ mod tests {
     /// record is some entry's.
     fn check_tag_ids(db: &DbIndex) {
         let mut tagged = 0;
-        db.paths.for_each_covered(&Coverage::all(), |path, s| {
-            if let Some(id) = s.tags {
-                tagged += 1;
-                assert_eq!(db.tags.entry_of(id), Some((path.to_vec(), s.variant)), "id {id}");
-            }
-        });
+        for tree in std::iter::once(&db.paths).chain(db.hidden.iter().map(|(_, t)| t)) {
+            tree.for_each_covered(&Coverage::all(), |path, s| {
+                if let Some(id) = s.tags {
+                    tagged += 1;
+                    assert_eq!(db.tags.entry_of(id), Some((path.to_vec(), s.variant)), "id {id}");
+                }
+            });
+        }
         assert_eq!(tagged, db.tags.entries());
     }
 
@@ -217,6 +324,12 @@ mod tests {
         Remove(String, u8),
         Purge(String, bool),
         PurgeTag(Vec<u8>),
+        /// A purge that finishes in the background: hide now, remove later.
+        Hide(String),
+        /// One unit (a path) of the oldest pending purge's removal work.
+        Work,
+        /// The oldest pending purge's record vanished: what it hid comes back.
+        Unhide,
     }
 
     fn arb_path() -> impl Strategy<Value = String> {
@@ -237,6 +350,9 @@ mod tests {
             2 => (prop_oneof![Just("/".to_string()), Just("/a".to_string())], 0u8..24).prop_map(|(p, q)| Op::Remove(p, q)),
             1 => (arb_path(), any::<bool>()).prop_map(|(p, e)| Op::Purge(p, e)),
             1 => (0u8..4).prop_map(|t| Op::PurgeTag(vec![t])),
+            1 => arb_path().prop_map(Op::Hide),
+            1 => Just(Op::Work),
+            1 => Just(Op::Unhide),
         ]
     }
 
@@ -252,13 +368,55 @@ mod tests {
         fn matches_a_model(ops in proptest::collection::vec(arb_op(), 1..120), after in arb_path(), limit in 1usize..6) {
             let mut db = DbIndex::default();
             let mut model: BTreeMap<(String, u8), BTreeSet<u8>> = BTreeMap::new();
+            // What pending purges hide: entry → (job, tags); jobs oldest first.
+            let mut hidden: BTreeMap<(String, u8), (u64, BTreeSet<u8>)> = BTreeMap::new();
+            let (mut jobs, mut next_job): (Vec<u64>, u64) = (Vec::new(), 1);
             for op in ops {
                 match op {
                     Op::Insert(p, q, t) => {
                         let names: Vec<Vec<u8>> = t.iter().map(|&t| tag_name(t)).collect();
                         let refs: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
                         db.insert(p.as_bytes(), v(&q.to_string()), &refs);
+                        hidden.remove(&(p.clone(), q));
                         model.insert((p, q), t.into_iter().collect());
+                    }
+                    Op::Hide(p) => {
+                        let job = next_job;
+                        next_job += 1;
+                        jobs.push(job);
+                        let cov = Coverage::prefix(p.as_bytes());
+                        let covered: Vec<(String, u8)> = model.keys().filter(|(path, _)| cov.covers(path.as_bytes())).cloned().collect();
+                        prop_assert_eq!(db.hide_covered(job, &cov), covered.len());
+                        for k in covered {
+                            let tags = model.remove(&k).unwrap_or_default();
+                            hidden.insert(k, (job, tags));
+                        }
+                    }
+                    Op::Work => {
+                        if let Some(&job) = jobs.first() {
+                            let (path, taken) = db.take_hidden(job).unwrap_or_default();
+                            for variant in taken {
+                                let k = hidden.iter().find(|((p, q), (j, _))| *j == job && p.as_bytes() == path && v(&q.to_string()) == variant).map(|(k, _)| k.clone());
+                                prop_assert!(k.is_some(), "took an entry the job did not hide");
+                                hidden.remove(&k.unwrap_or_default());
+                            }
+                            if db.hidden(job) == 0 {
+                                jobs.remove(0);
+                            }
+                            prop_assert_eq!(db.hidden(job), hidden.values().filter(|(j, _)| *j == job).count());
+                        }
+                    }
+                    Op::Unhide => {
+                        if !jobs.is_empty() {
+                            let job = jobs.remove(0);
+                            db.unhide(job);
+                            let back: Vec<(String, u8)> = hidden.iter().filter(|(_, (j, _))| *j == job).map(|(k, _)| k.clone()).collect();
+                            for k in back {
+                                if let Some((_, tags)) = hidden.remove(&k) {
+                                    model.entry(k).or_insert(tags);
+                                }
+                            }
+                        }
                     }
                     Op::Remove(p, q) => {
                         prop_assert_eq!(db.remove(p.as_bytes(), &v(&q.to_string())), model.remove(&(p, q)).is_some());
@@ -280,21 +438,28 @@ mod tests {
                         let refs: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
                         let mut keys = db.tags.keys(&refs);
                         keys.sort();
-                        let mut want: Vec<Vec<u8>> = model.iter().filter(|(_, tags)| t.iter().any(|x| tags.contains(x))).map(|((p, q), _)| entry_key(p.as_bytes(), &v(&q.to_string()))).collect();
+                        let live_or_hidden = model.iter().chain(hidden.iter().map(|(k, (_, t))| (k, t)));
+                        let mut want: Vec<Vec<u8>> = live_or_hidden.filter(|(_, tags)| t.iter().any(|x| tags.contains(x))).map(|((p, q), _)| entry_key(p.as_bytes(), &v(&q.to_string()))).collect();
                         want.sort();
                         prop_assert_eq!(&keys, &want);
+                        // As the server does: entries a pending purge hides are its to remove.
                         for key in keys {
                             let (path, variant) = crate::core::key::parse_entry_key(&key).expect("an entry key");
-                            prop_assert!(db.remove(path, &variant));
+                            let is_hidden = hidden.keys().any(|(p, q)| p.as_bytes() == path && v(&q.to_string()) == variant);
+                            prop_assert_eq!(db.remove(path, &variant), !is_hidden);
                         }
                         model.retain(|_, tags| !t.iter().any(|x| tags.contains(x)));
                     }
                 }
                 check(&db.paths);
                 check_tag_ids(&db);
-                let tags_in_use: BTreeSet<u8> = model.values().flatten().copied().collect();
+                for (_, tree) in &db.hidden {
+                    check(tree);
+                }
+                let all_tags = || model.values().chain(hidden.values().map(|(_, t)| t));
+                let tags_in_use: BTreeSet<u8> = all_tags().flatten().copied().collect();
                 prop_assert_eq!(db.tags.len(), tags_in_use.len());
-                prop_assert_eq!(db.tags.entries(), model.values().filter(|t| !t.is_empty()).count());
+                prop_assert_eq!(db.tags.entries(), all_tags().filter(|t| !t.is_empty()).count());
             }
             let cov = Coverage::prefix(b"/");
             let mut want: Vec<Vec<u8>> = model.keys().map(|(p, _)| p.as_bytes().to_vec()).filter(|p| cov.covers(p) && p.as_slice() > after.as_bytes()).collect();

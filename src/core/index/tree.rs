@@ -229,17 +229,17 @@ impl PathIndex {
     }
 
     /// Points the entry at (`path`, `variant`) at its tag record `id` (which moved).
-    pub fn retag(&mut self, path: &[u8], variant: &Variant, id: EntryId) {
+    pub fn retag(&mut self, path: &[u8], variant: &Variant, id: EntryId) -> bool {
         let mut node = &mut self.root;
         let mut rest = path;
         while let Some(&next) = rest.first() {
-            let Ok(pos) = node.child_pos(next) else { return };
+            let Ok(pos) = node.child_pos(next) else { return false };
             let child = &mut node.children[pos];
-            let Some(after) = rest.strip_prefix(&child.edge[..]) else { return };
+            let Some(after) = rest.strip_prefix(&child.edge[..]) else { return false };
             rest = after;
             node = child;
         }
-        node.entries.retag(variant, id);
+        node.entries.retag(variant, id)
     }
 
     /// The entries at exactly `path`.
@@ -326,6 +326,81 @@ impl PathIndex {
         self.entries -= entries;
         self.paths -= paths;
         entries
+    }
+
+    /// How many entries the coverage includes, counting no further than `limit`:
+    /// costs the prefix's depth plus at most `limit` entries' nodes.
+    pub fn count_covered_upto(&self, coverage: &Coverage<'_>, limit: usize) -> usize {
+        let mut count = coverage.exact.and_then(|e| self.get(e)).map_or(0, Entries::len);
+        if let Some((top, _)) = coverage.subtree.as_deref().and_then(|s| self.locate(s)) {
+            let mut stack = vec![top];
+            while let Some(node) = stack.pop() {
+                if count > limit {
+                    break;
+                }
+                count += node.entries.len();
+                stack.extend(node.children.iter());
+            }
+        }
+        count
+    }
+
+    /// Moves every entry the coverage includes into a new index, which it returns (a
+    /// purge that finishes in the background keeps them there): the subtree in one
+    /// step, plus the exact path's entries. Costs the prefix's depth plus one visit per
+    /// moved node to count them; nothing is copied.
+    pub fn detach(&mut self, coverage: &Coverage<'_>) -> PathIndex {
+        let mut out = PathIndex::default();
+        match coverage.subtree.as_deref() {
+            Some([]) => out.root = std::mem::take(&mut self.root),
+            Some(subtree) => {
+                if let Some(ParentOf { parent, pos, parent_is_root, parent_len }) = self.parent_of(subtree, true) {
+                    let mut detached = remove_child(&mut parent.children, pos);
+                    if !parent_is_root {
+                        parent.merge_if_single();
+                    }
+                    // Re-rooted: its edge becomes its whole path.
+                    detached.edge = [&subtree[..parent_len], &detached.edge[..]].concat().into();
+                    detached.first = detached.edge.first().copied().unwrap_or(0);
+                    out.root.children = Box::new([detached]);
+                }
+            }
+            None => {}
+        }
+        if let Some(exact) = coverage.exact {
+            if let Some(at) = self.parent_of(exact, false) {
+                if let Some(node) = at.parent.children.get_mut(at.pos) {
+                    let taken = std::mem::take(&mut node.entries);
+                    at.compact();
+                    if !taken.is_empty() {
+                        out.node_for_insert(exact).entries = taken;
+                    }
+                }
+            }
+        }
+        let (mut entries, mut paths) = (0, 0);
+        out.root.for_each(&mut Vec::new(), &mut |_, moved| {
+            entries += moved.len();
+            paths += 1;
+        });
+        (out.entries, out.paths) = (entries, paths);
+        self.entries -= entries;
+        self.paths -= paths;
+        out
+    }
+
+    /// Removes every entry of the first path in byte order, and returns them with the
+    /// path: the background purge's unit of work. O(depth + its variants), however many
+    /// variants the path has (taking them a few at a time from a hash map would rescan
+    /// its emptied buckets each time).
+    pub fn take_first_path(&mut self) -> Option<(Vec<u8>, Vec<Stored>)> {
+        let path = self.list(&Coverage::all(), None, 1).pop()?;
+        let at = self.parent_of(&path, false)?;
+        let taken: Vec<Stored> = std::mem::take(&mut at.parent.children.get_mut(at.pos)?.entries).iter().collect();
+        at.compact();
+        self.entries -= taken.len();
+        self.paths -= 1;
+        Some((path, taken))
     }
 
     /// Up to `limit` distinct paths covered by `coverage` that sort strictly after
@@ -482,5 +557,47 @@ pub(super) mod tests {
             drop(chain(DEPTH));
         });
         run.expect("spawn").join().expect("no stack overflow");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// `detach` moves exactly what the coverage covers into a well-formed index of
+        /// its own, and `take_first_path` hands every moved entry back exactly once.
+        #[test]
+        fn detach_then_take_everything(paths in proptest::collection::vec(proptest::sample::select(vec!["/", "/a", "/a/", "/a/b", "/ab", "/a/b/c", "/b", "x/a", "/a//"]), 1..30),
+                                       prefix in proptest::sample::select(vec!["/", "/a", "/a/", "/a/b", "x", "/c"]), exact: bool) {
+            let mut index = PathIndex::default();
+            let mut model = std::collections::BTreeSet::new();
+            for (i, p) in paths.iter().enumerate() {
+                let v = (i % 3) as u32;
+                index.insert(p.as_bytes(), st(v));
+                model.insert((p.to_string(), v));
+            }
+            let coverage = if exact { Coverage::exact(prefix.as_bytes()) } else { Coverage::prefix(prefix.as_bytes()) };
+            let upto = index.count_covered_upto(&coverage, usize::MAX);
+            proptest::prop_assert!(index.count_covered_upto(&coverage, 2) <= upto);
+            proptest::prop_assert!(index.count_covered_upto(&coverage, 2) > 2 || index.count_covered_upto(&coverage, 2) == upto);
+            let mut moved = index.detach(&coverage);
+            proptest::prop_assert_eq!(moved.entries(), upto);
+            check(&index);
+            check(&moved);
+            let covered: std::collections::BTreeSet<(String, u32)> = model.iter().filter(|(p, _)| coverage.covers(p.as_bytes())).cloned().collect();
+            proptest::prop_assert_eq!(moved.entries(), covered.len());
+            proptest::prop_assert_eq!(index.entries(), model.len() - covered.len());
+            let mut taken = std::collections::BTreeSet::new();
+            loop {
+                let Some((path, batch)) = moved.take_first_path() else { break };
+                check(&moved);
+                proptest::prop_assert!(!batch.is_empty());
+                for stored in batch {
+                    let path = path.clone();
+                    let v: u32 = (0..3).find(|v| st(*v).variant == stored.variant).unwrap_or(99);
+                    proptest::prop_assert!(taken.insert((String::from_utf8(path).unwrap_or_default(), v)), "taken twice");
+                }
+            }
+            proptest::prop_assert_eq!(taken, covered);
+            proptest::prop_assert_eq!(moved.entries(), 0);
+        }
     }
 }

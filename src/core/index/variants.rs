@@ -77,18 +77,10 @@ impl Entries {
     }
 
     /// Points the entry of `variant` at its tag record `id` (which moved).
-    pub fn retag(&mut self, variant: &Variant, id: EntryId) {
+    pub fn retag(&mut self, variant: &Variant, id: EntryId) -> bool {
         match self {
-            Entries::Few(few) => {
-                if let Some(s) = few.iter_mut().find(|s| s.variant == *variant) {
-                    s.tags = Some(id);
-                }
-            }
-            Entries::Many(many) => {
-                if let Some(tags) = many.get_mut(variant) {
-                    *tags = Some(id);
-                }
-            }
+            Entries::Few(few) => few.iter_mut().find(|s| s.variant == *variant).map(|s| s.tags = Some(id)).is_some(),
+            Entries::Many(many) => many.get_mut(variant).map(|tags| *tags = Some(id)).is_some(),
         }
     }
 

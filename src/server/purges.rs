@@ -1,0 +1,301 @@
+//! Purges of any size: a PURGE that covers more than one slice of work replies at
+//! once and removes what it covers in the background (contract: "Purges of any size").
+//!
+//! - At the purge (on a master): the covered subtree is detached from the live index
+//!   into a [`Job`] — so LIST, INFO and the next purges stop seeing it at once — and a
+//!   record key `rcache:#purge:<id>` (`core::purge`) is written and replicated. The
+//!   reply counts the detached entries.
+//! - Until the job is done, every read of a covered entry (stored no later than the
+//!   purge) treats it as gone: [`visible`] is the one check GET, LOOKUP, DEL and the
+//!   other purges go through. A SET after the purge stores a later stored-at
+//!   ([`stored_at_floor`]), so a new entry is never hidden.
+//! - A timer runs slices of at most `rcache.purge-slice-us`, on masters only: each
+//!   deletes covered keys, replicates UNLINK, and when a job is empty deletes its record.
+//! - Replicas, AOF replays and RDB loads see the record key like any key: a replica
+//!   applying the stream detaches the same subtree (everything covered then is older
+//!   than the purge); a load matches the record against the loaded entries' stored-at
+//!   once loading ends ([`resolve_loaded`]). A replica promoted while work is pending
+//!   carries on with it.
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use redis_module::raw;
+
+use crate::core::config;
+use crate::core::entry::{self, Header};
+use crate::core::index::Stored;
+use crate::core::key::{entry_key, parse_entry_key, Variant};
+use crate::core::path::Coverage;
+use crate::core::purge::{self, PurgeRecord, Seen, Target};
+use crate::core::stats::STATS;
+use crate::ffi::{self, Ctx, KeyKind, NOTIFY_GENERIC};
+use crate::server::guard::guarded;
+use crate::server::{events, store};
+
+/// One purge still being carried out. The entries it hides and has not removed yet
+/// are kept by the database's index under `id` (`DbIndex::hidden`).
+pub struct Job {
+    pub id: u64,
+    pub db: i32,
+    /// The record's key, `rcache:#purge:<n>`.
+    pub key: Vec<u8>,
+    pub record: PurgeRecord,
+    /// False for a record read while loading: which loaded entries it covers is only
+    /// known once every key is loaded.
+    pub resolved: bool,
+    /// Variants of one path taken out of the index and not yet removed (a path may have
+    /// more than a slice can remove).
+    pub backlog: (Vec<u8>, Vec<Variant>),
+}
+
+/// Pending jobs, readable without the lock: the hot paths skip every check at 0.
+static JOBS: AtomicUsize = AtomicUsize::new(0);
+static TIMER_ARMED: AtomicBool = AtomicBool::new(false);
+static LAST_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Between two slices on a master; how often a replica looks whether it was promoted.
+const NEXT_SLICE_MS: i64 = 1;
+const REPLICA_POLL_MS: i64 = 100;
+/// Entries handled between two looks at the clock.
+const BATCH: usize = 16;
+
+pub fn set_job_count(n: usize) {
+    JOBS.store(n, Relaxed);
+}
+
+pub fn any_pending() -> bool {
+    JOBS.load(Relaxed) > 0
+}
+
+/// What the pending purges of `db` make of the entry at `path` whose header is `h`
+/// (its key expiring at `expire_at_ms`): the entry as the command must see it, or
+/// `None` when it is gone.
+pub fn visible(db: i32, path: &[u8], h: Header, now_ms: i64, expire_at_ms: Option<i64>) -> Option<Header> {
+    if !any_pending() {
+        return Some(h);
+    }
+    let seen = store::with(|s| {
+        s.jobs
+            .iter()
+            .filter(|j| j.db == db && j.record.covers(path, &[], h.lifetime.stored_at_ms))
+            .map(|j| j.record.seen(&h, now_ms, expire_at_ms))
+            .max_by_key(|seen| match seen {
+                Seen::AsStored => 0,
+                Seen::Stale => 1,
+                Seen::Gone => 2,
+            })
+    });
+    match seen {
+        None | Some(Seen::AsStored) => Some(h),
+        Some(Seen::Gone) => None,
+        Some(Seen::Stale) => {
+            let mut stale = h;
+            stale.lifetime.fresh_until_ms = entry::stale_since(now_ms);
+            Some(stale)
+        }
+    }
+}
+
+/// The earliest stored-at a SET may write: after every pending purge, so that no
+/// pending purge covers what is stored after it replied.
+pub fn stored_at_floor() -> u64 {
+    if !any_pending() {
+        return 0;
+    }
+    store::with(|s| s.jobs.iter().map(|j| j.record.at_ms.saturating_add(1).max(0) as u64).max().unwrap_or(0))
+}
+
+/// How many entries a purge may remove in the command itself: what fits in one slice
+/// of `rcache.purge-slice-us` at a conservative 4 µs per entry (about 1.5 µs measured,
+/// see bench/ANALYSIS.md), so the command stays within its slice too.
+pub fn sync_limit() -> usize {
+    usize::try_from(config::PURGE_SLICE_US.get() / 4).unwrap_or(250)
+}
+
+fn next_id(now_ms: i64) -> u64 {
+    let floor = u64::try_from(now_ms).unwrap_or(0).saturating_mul(1000);
+    let mut last = LAST_ID.load(Relaxed);
+    loop {
+        let id = floor.max(last + 1);
+        match LAST_ID.compare_exchange(last, id, Relaxed, Relaxed) {
+            Ok(_) => return id,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// Starts the background removal of everything `coverage` covers in `db` (a master's
+/// PURGE): detaches it from the live index, writes and replicates the record, and
+/// returns how many entries it hid.
+pub fn start(ctx: Ctx, db: i32, prefix: &[u8], exact: bool) -> u64 {
+    let now = ffi::milliseconds();
+    let record = PurgeRecord { at_ms: now, soft: false, target: Target::Prefix { prefix: prefix.to_vec(), exact } };
+    let id = next_id(now);
+    let key = purge::record_key(id);
+    let bytes = record.encode();
+    let name = ctx.string(&key);
+    {
+        let open = ctx.open_key(&name, true);
+        // Replaces whatever is there, TTL included, as SET does.
+        if !open.write_string(bytes.len(), |out| out.copy_from_slice(&bytes)) || !open.remove_expire() {
+            return 0;
+        }
+    }
+    ctx.replicate_set(&name, &bytes, None);
+    let hidden = store::with(|s| {
+        let coverage = record.coverage().unwrap_or_else(|| Coverage::exact(prefix));
+        let hid = s.db(db).hide_covered(id, &coverage) as u64;
+        s.add_job(Job { id, db, key, record, resolved: true, backlog: Default::default() });
+        hid
+    });
+    wake(ctx);
+    hidden
+}
+
+/// A record key was written or removed outside the module's own commands: on a
+/// replica (the master's purge), while loading, or by a user.
+pub fn record_event(ctx: Ctx, db: i32, key: &[u8], removed: bool) {
+    store::with(|s| s.drop_job(db, key));
+    if removed {
+        return;
+    }
+    let open = ctx.open_key(&ctx.string(key), false);
+    let Some(record) = open.string().and_then(PurgeRecord::decode) else { return };
+    drop(open);
+    let loading = ctx.is_loading();
+    let id = next_id(ffi::milliseconds());
+    store::with(|s| {
+        // Applying a stream: every covered entry there now is older than the purge.
+        if let (false, Some(coverage)) = (loading, record.coverage()) {
+            s.db(db).hide_covered(id, &coverage);
+        }
+        s.add_job(Job { id, db, key: key.to_vec(), record, resolved: !loading, backlog: Default::default() });
+    });
+    wake(ctx);
+}
+
+/// After a load: matches each record read from the data against the loaded entries,
+/// moving those stored no later than its purge out of the live index. O(covered).
+pub fn resolve_loaded(ctx: Ctx) {
+    let unresolved: Vec<(u64, i32, PurgeRecord)> =
+        store::with(|s| s.jobs.iter().filter(|j| !j.resolved).map(|j| (j.id, j.db, j.record.clone())).collect());
+    let selected = ctx.selected_db();
+    for (id, db, record) in unresolved {
+        let Some(coverage) = record.coverage() else { continue };
+        let candidates: Vec<(Vec<u8>, Stored)> = store::with(|s| {
+            let mut out = Vec::new();
+            if let Some(d) = s.existing_db(db) {
+                d.paths.for_each_covered(&coverage, |path, stored| out.push((path.to_vec(), stored)));
+            }
+            out
+        });
+        if !ctx.select_db(db) {
+            continue;
+        }
+        let covered: Vec<(Vec<u8>, Stored)> = candidates
+            .into_iter()
+            .filter(|(path, stored)| {
+                let open = ctx.open_key(&ctx.string(&entry_key(path, &stored.variant)), false);
+                let stored_at = open.string().and_then(|b| entry::header(b).ok()).map(|h| h.lifetime.stored_at_ms);
+                stored_at.is_some_and(|at| record.covers(path, &[], at))
+            })
+            .collect();
+        store::with(|s| {
+            for (path, stored) in &covered {
+                s.db(db).hide(id, path, &stored.variant);
+            }
+            if let Some(job) = s.jobs.iter_mut().find(|j| j.id == id) {
+                job.resolved = true;
+            }
+        });
+    }
+    ctx.select_db(selected);
+    wake(ctx);
+}
+
+/// Arms the slice timer unless it is armed.
+pub fn wake(ctx: Ctx) {
+    if any_pending() && !TIMER_ARMED.swap(true, Relaxed) {
+        let after = if ctx.is_replica() { REPLICA_POLL_MS } else { NEXT_SLICE_MS };
+        ctx.create_timer(after, Some(on_timer));
+    }
+}
+
+extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    let ctx = Ctx::from_raw(ctx);
+    TIMER_ARMED.store(false, Relaxed);
+    guarded(ctx, "background purge", || (), || {
+        if !ctx.is_replica() && !ctx.is_loading() {
+            run_slice(ctx);
+        }
+        wake(ctx);
+    });
+}
+
+/// One slice of background work: deletes covered keys for at most
+/// `rcache.purge-slice-us`, replicating what it does.
+fn run_slice(ctx: Ctx) {
+    let started = Instant::now();
+    let budget = Duration::from_micros(u64::try_from(config::PURGE_SLICE_US.get()).unwrap_or(1000));
+    let selected = ctx.selected_db();
+    // A batch starts only if one more as long as the longest so far still fits (the
+    // first always runs: work must progress whatever the setting).
+    let mut longest = Duration::ZERO;
+    while longest.is_zero() || started.elapsed() + longest <= budget {
+        let batch_started = Instant::now();
+        let Some((db, record, path, batch)) = store::with(|s| s.take_batch(BATCH)) else { break };
+        if !ctx.select_db(db) {
+            break;
+        }
+        let mut deleted = Vec::with_capacity(batch.len());
+        for variant in &batch {
+            let key = ctx.string(&entry_key(&path, variant));
+            let open = ctx.open_key(&key, true);
+            // Only what the purge covers: a SET since then stored a newer entry here.
+            let covered = open.kind() == KeyKind::String
+                && open
+                    .string()
+                    .and_then(|b| entry::header(b).ok())
+                    .is_some_and(|h| record.covers(&path, &[], h.lifetime.stored_at_ms));
+            if covered && open.delete() {
+                drop(open);
+                deleted.push(key);
+            }
+        }
+        ctx.replicate_unlink(&deleted);
+        for key in &deleted {
+            events::while_notifying_ourselves(|| ctx.notify(NOTIFY_GENERIC, c"del", key));
+        }
+        finish_done_jobs(ctx);
+        longest = longest.max(batch_started.elapsed());
+    }
+    ctx.select_db(selected);
+    STATS.purge_took(started.elapsed().as_micros() as u64);
+}
+
+/// Deletes the record of every job with nothing left to remove, and forgets the job.
+fn finish_done_jobs(ctx: Ctx) {
+    let done: Vec<(i32, Vec<u8>)> = store::with(|s| s.take_done_jobs());
+    for (db, key) in done {
+        if !ctx.select_db(db) {
+            continue;
+        }
+        let name = ctx.string(&key);
+        if ctx.open_key(&name, true).delete() {
+            ctx.replicate_unlink(std::slice::from_ref(&name));
+            events::while_notifying_ourselves(|| ctx.notify(NOTIFY_GENERIC, c"del", &name));
+        }
+    }
+}
+
+/// Whether `key` (an entry key) holds an entry a pending purge hides: the commands
+/// that remove entries leave it to the purge, neither removing nor counting it.
+pub fn hides_key(db: i32, key: &[u8], bytes: &[u8]) -> bool {
+    if !any_pending() {
+        return false;
+    }
+    let (Some((path, _)), Ok(h)) = (parse_entry_key(key), entry::header(bytes)) else { return false };
+    visible(db, path, h, ffi::milliseconds(), None).is_none()
+}
