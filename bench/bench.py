@@ -35,6 +35,7 @@ import redis  # noqa: E402
 
 from resp import Raw, RespError, encode  # noqa: E402
 import schemes as S  # noqa: E402
+import hotpath  # noqa: E402
 
 REPO = os.path.dirname(HERE)
 DEFAULT_MODULE = os.path.join(REPO, "target", "release", "librcache.so")
@@ -50,6 +51,9 @@ MODES = {
                  n_p16=1_000_000, n_p1=200_000, tag_n=100_000, time_limit=3 * 3600),
     "quick": dict(n=100_000, fan=(100, 100), reps=3, tp_keys=10_000,
                   n_p16=80_000, n_p1=15_000, tag_n=20_000, time_limit=600),
+    # issue 12's hot-path cases alone (bench/hotpath.py), native and rcache only
+    "hotpath": dict(n=1_000_000, fan=(100, 100), reps=3, tp_keys=100_000,
+                    n_p16=1_000_000, n_p1=200_000, time_limit=3600),
     "smoke": dict(n=3_000, fan=(10, 10), reps=2, tp_keys=500,
                   n_p16=4_000, n_p1=1_000, tag_n=2_000, time_limit=120),
 }
@@ -813,11 +817,14 @@ class Bench:
             self.prober = Prober()  # forked early, while this process is small
             self.start(names, module, workdir)
             self.phase_load()
-            self.phase_throughput()
-            self.phase_purge()
-            self.phase_coalescing()
-            if "rcache" in self.schemes:
-                self.phase_tag_memory()
+            if self.mode != "hotpath":
+                self.phase_throughput()
+            hotpath.phase(self, {"log": log, "Perf": Perf, "cmd_delta": cmd_delta})
+            if self.mode != "hotpath":
+                self.phase_purge()
+                self.phase_coalescing()
+                if "rcache" in self.schemes:
+                    self.phase_tag_memory()
             for name, srv in self.servers.items():
                 self.check(srv.alive(), "%s: redis-server still running at the end" % name)
         finally:
@@ -886,7 +893,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=sorted(MODES))
     ap.add_argument("--module", default=os.environ.get("RCACHE_MODULE", DEFAULT_MODULE))
-    ap.add_argument("--schemes", default="native,rcache,scan,lua")
+    ap.add_argument("--schemes", help="default: native,rcache,scan,lua (hotpath: native,rcache)")
     ap.add_argument("--allow-missing-module", action="store_true",
                     help="measure the other schemes when the module is not built")
     ap.add_argument("--n", type=int, help="override N")
@@ -900,6 +907,8 @@ def main(argv=None):
     ap.add_argument("--redis-benchmark", default=shutil.which("redis-benchmark") or "/usr/bin/redis-benchmark")
     ap.add_argument("--render-only", metavar="JSON", help="re-render the markdown from a results.json, run nothing")
     args = ap.parse_args(argv)
+    if args.schemes is None:
+        args.schemes = "native,rcache" if args.mode == "hotpath" else "native,rcache,scan,lua"
 
     import report  # noqa: local module
 
@@ -943,8 +952,8 @@ def main(argv=None):
 
     if args.out:
         out = args.out
-    elif args.mode == "smoke":
-        out = os.path.join(tempfile.gettempdir(), "rcache-bench-smoke", "RESULTS.md")
+    elif args.mode in ("smoke", "hotpath"):
+        out = os.path.join(tempfile.gettempdir(), "rcache-bench-" + args.mode, "RESULTS.md")
     else:
         out = os.path.join(HERE, "RESULTS.md")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

@@ -1,6 +1,8 @@
 """Renders the benchmark results (dict from bench.py) as bench/RESULTS.md."""
 import statistics
 
+import hotpath
+
 NA = "n/a"
 
 
@@ -166,7 +168,7 @@ def render(res):
     L.append("## Targets\n")
     L.append("Values are median (min–max) over the repetitions; ratios are computed pair by pair "
              "(repetition i of one scheme against repetition i of the other) and then summarised.\n")
-    L.append(table(["target", "measured", "status"], targets(res)))
+    L.append(table(["target", "measured", "status"], targets(res) + hotpath.targets(res)))
     L.append("")
     L.append("## Headline\n")
     L.append(headline(res))
@@ -188,6 +190,8 @@ def render(res):
         L.append(table(["case", "native ops/s", "rcache ops/s", "rcache ÷ native", "Lua ops/s", "Lua ÷ native",
                         "server µs/call (native / rcache / Lua)"], rows))
         L.append("")
+
+    L.append(hotpath.render(res))
 
     pu = res.get("purge", {})
     if pu:

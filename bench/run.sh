@@ -2,6 +2,8 @@
 # rcache benchmark suite entry point.
 #   bench/run.sh full    N=1,000,000 entries, writes bench/RESULTS.md (takes ~15-25 min)
 #   bench/run.sh quick   N=100,000 entries, writes bench/RESULTS.md (< 2 min)
+#   bench/run.sh hotpath N=1,000,000, native and rcache only: the hot-path cases of
+#                        bench/hotpath.py (issue 12); writes to a temp dir
 #   bench/run.sh smoke   N=3,000 entries, < 60 s, checks every scheme did its work;
 #                        writes to a temp dir, never touches bench/RESULTS.md
 # Extra arguments are passed to bench/bench.py (see --help), e.g. --n 200000;
@@ -12,8 +14,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 mode="${1:-}"
 case "$mode" in
-  full|quick|smoke) shift ;;
-  *) echo "usage: $0 {full|quick|smoke} [bench.py options]" >&2; exit 2 ;;
+  full|quick|smoke|hotpath) shift ;;
+  *) echo "usage: $0 {full|quick|smoke|hotpath} [bench.py options]" >&2; exit 2 ;;
 esac
 py="${PYTHON:-python3}"
 for tool in redis-server redis-benchmark "$py"; do
@@ -28,6 +30,7 @@ if ! "$py" -c 'import redis' >/dev/null 2>&1; then
 fi
 limit=7200
 [ "$mode" = quick ] && limit=900
+[ "$mode" = hotpath ] && limit=3600
 [ "$mode" = smoke ] && limit=150
 timeout --kill-after=20 "$limit" "$py" "$here/bench.py" "$mode" "$@"
 # Housekeeping stalls (MODULE LOAD, DEBUG RELOAD, FLUSHALL [ASYNC]) next to plain Redis,

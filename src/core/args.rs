@@ -54,11 +54,13 @@ fn check_label(label: &[u8], what: &str) -> ArgResult<()> {
 
 /// A positive decimal integer without sign, spaces or leading zeros, as Redis parses.
 fn parse_positive(arg: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(arg).ok()?;
-    if s.starts_with('+') || s.starts_with('0') {
+    if arg.first().is_none_or(|&b| b == b'0') {
         return None;
     }
-    s.parse::<i64>().ok().filter(|&n| n > 0)
+    arg.iter().try_fold(0i64, |n, &b| match b {
+        b'0'..=b'9' => n.checked_mul(10)?.checked_add(i64::from(b - b'0')),
+        _ => None,
+    })
 }
 
 /// An integer option in `min..=max` (a plain decimal, `0` allowed when `min` is 0).
@@ -136,27 +138,29 @@ pub struct ListArgs<'a> {
 struct Options<'a, 'b> {
     args: &'b [&'a [u8]],
     at: usize,
-    seen: Vec<&'static str>,
+    /// Bit i: `known[i]` was seen (a set without allocating: the hot paths parse here).
+    seen: u64,
 }
 
 impl<'a, 'b> Options<'a, 'b> {
     fn new(args: &'b [&'a [u8]]) -> Self {
-        Options { args, at: 0, seen: Vec::new() }
+        Options { args, at: 0, seen: 0 }
     }
 
-    /// The next option keyword, upper-cased and matched against `known`.
+    /// The next option keyword, upper-cased and matched against `known` (at most 64).
     fn next_keyword(&mut self, known: &[&'static str]) -> ArgResult<Option<&'static str>> {
         let Some(arg) = self.args.get(self.at) else { return Ok(None) };
         self.at += 1;
-        let Some(&name) = known.iter().find(|k| k.as_bytes().eq_ignore_ascii_case(arg)) else {
+        let Some((i, &name)) = known.iter().enumerate().find(|(_, k)| k.as_bytes().eq_ignore_ascii_case(arg)) else {
             // Quote a bounded part: the argument may be hundreds of megabytes.
             let more = if arg.len() > 64 { "..." } else { "" };
             return err(format!("unknown option '{}{more}'", String::from_utf8_lossy(&arg[..arg.len().min(64)])));
         };
-        if self.seen.contains(&name) {
+        let bit = 1u64 << (i % 64);
+        if self.seen & bit != 0 {
             return err(format!("option {name} given more than once"));
         }
-        self.seen.push(name);
+        self.seen |= bit;
         Ok(Some(name))
     }
 
@@ -369,6 +373,25 @@ mod tests {
         let owned = a(s);
         let refs: Vec<&[u8]> = owned.iter().map(|v| v.as_slice()).collect();
         parse_set(&refs, &LIMITS).map(|r| (r.ttl_ms, r.tags.iter().map(|t| t.to_vec()).collect(), r.variant.vary.len(), r.variant.query.to_vec()))
+    }
+
+    #[test]
+    fn positive_integers_as_redis_parses_them() {
+        for (arg, expected) in [
+            (&b"1"[..], Some(1)),
+            (b"3600000", Some(3_600_000)),
+            (b"9223372036854775807", Some(i64::MAX)),
+            (b"9223372036854775808", None),
+            (b"0", None),
+            (b"007", None),
+            (b"+5", None),
+            (b"-5", None),
+            (b"5 ", None),
+            (b"", None),
+            (b"1e3", None),
+        ] {
+            assert_eq!(parse_positive(arg), expected, "{}", String::from_utf8_lossy(arg));
+        }
     }
 
     #[test]

@@ -102,27 +102,54 @@ pub fn computed_etag(value: &[u8]) -> [u8; 32] {
     hex
 }
 
-/// Encodes an entry in the current layout. Tags must be de-duplicated, the ETag and
-/// each tag at most `u16::MAX` bytes (argument parsing enforces far smaller limits).
-pub fn encode(value: &[u8], lifetime: Lifetime, etag: &[u8], tags: &[&[u8]]) -> Vec<u8> {
+/// The length of an entry in the current layout.
+pub fn encoded_len(value_len: usize, etag: &[u8], tags: &[&[u8]]) -> usize {
+    header_len(value_len, etag, tags) + value_len
+}
+
+/// The header's length, zero padding included (see [`MIN_STORED_LEN`]).
+fn header_len(value_len: usize, etag: &[u8], tags: &[&[u8]]) -> usize {
     let used = FIXED_HEADER + etag.len() + tags.iter().map(|t| 2 + t.len()).sum::<usize>();
-    let header_len = used + MIN_STORED_LEN.saturating_sub(used + value.len());
-    let mut out = Vec::with_capacity(header_len + value.len());
-    out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    out.extend_from_slice(&(header_len as u32).to_le_bytes());
-    out.extend_from_slice(&lifetime.stored_at_ms.to_le_bytes());
-    out.extend_from_slice(&lifetime.fresh_until_ms.to_le_bytes());
-    out.extend_from_slice(&lifetime.grace_s.to_le_bytes());
-    out.extend_from_slice(&(etag.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(tags.len() as u16).to_le_bytes());
-    out.extend_from_slice(etag);
+    used + MIN_STORED_LEN.saturating_sub(used + value_len)
+}
+
+/// Writes an entry in the current layout into `out`, which is exactly
+/// [`encoded_len`] bytes long (SET writes straight into the Redis string this way).
+/// Tags must be de-duplicated, the ETag and each tag at most `u16::MAX` bytes
+/// (argument parsing enforces far smaller limits).
+pub fn encode_into(out: &mut [u8], value: &[u8], lifetime: Lifetime, etag: &[u8], tags: &[&[u8]]) {
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        if let Some(dst) = out.get_mut(at..at + bytes.len()) {
+            dst.copy_from_slice(bytes);
+        }
+        at += bytes.len();
+    };
+    put(MAGIC);
+    put(&[VERSION]);
+    let header = header_len(value.len(), etag, tags);
+    put(&(header as u32).to_le_bytes());
+    put(&lifetime.stored_at_ms.to_le_bytes());
+    put(&lifetime.fresh_until_ms.to_le_bytes());
+    put(&lifetime.grace_s.to_le_bytes());
+    put(&(etag.len() as u16).to_le_bytes());
+    put(&(tags.len() as u16).to_le_bytes());
+    put(etag);
     for tag in tags {
-        out.extend_from_slice(&(tag.len() as u16).to_le_bytes());
-        out.extend_from_slice(tag);
+        put(&(tag.len() as u16).to_le_bytes());
+        put(tag);
     }
-    out.resize(header_len, 0);
-    out.extend_from_slice(value);
+    // Written out: `out` may hold an older entry's bytes (SET rewrites in place).
+    let used = FIXED_HEADER + etag.len() + tags.iter().map(|t| 2 + t.len()).sum::<usize>();
+    put(&[0; MIN_STORED_LEN][..header.saturating_sub(used).min(MIN_STORED_LEN)]);
+    put(value);
+}
+
+/// [`encode_into`] a new buffer (tests: the module writes into Redis' string).
+#[cfg(test)]
+pub fn encode(value: &[u8], lifetime: Lifetime, etag: &[u8], tags: &[&[u8]]) -> Vec<u8> {
+    let mut out = vec![0; encoded_len(value.len(), etag, tags)];
+    encode_into(&mut out, value, lifetime, etag, tags);
     out
 }
 
@@ -284,6 +311,14 @@ pub(crate) mod tests {
         let mut bytes = encode(b"v", LIFE, b"e", &[]);
         bytes[40] = 1;
         assert_eq!(decode(&bytes), Err(NotAnEntry), "padding is zeros");
+        assert_eq!(encode(b"", LIFE, b"", &[]).len(), encoded_len(0, b"", &[]));
+    }
+
+    #[test]
+    fn encoded_len_is_exact() {
+        let bytes = encode(b"hello", LIFE, b"etag", &[b"a", b"bc"]);
+        assert_eq!(bytes.len(), encoded_len(5, b"etag", &[b"a", b"bc"]));
+        assert_eq!(&bytes[bytes.len() - 5..], b"hello");
     }
 
     #[test]

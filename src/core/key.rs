@@ -7,7 +7,10 @@
 //! `:`, so a key parses unambiguously from the right and the mapping is injective.
 //! Pure logic; knows nothing of Redis.
 
+use std::sync::Mutex;
+
 use md5::{Digest as _, Md5};
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::core::path;
 
@@ -31,7 +34,50 @@ impl Variant {
 /// MD5 of the query string after one leading `?`; an empty query is no query.
 pub fn query_digest(query: &[u8]) -> Option<Digest> {
     let query = query.strip_prefix(b"?").unwrap_or(query);
-    (!query.is_empty()).then(|| Md5::digest(query).into())
+    (!query.is_empty()).then(|| QUERY_MEMO.digest(query))
+}
+
+/// Query strings up to this length are remembered with their MD5.
+const MEMO_QUERY_LEN: usize = 48;
+const MEMO_SLOTS: usize = 64;
+
+#[derive(Clone, Copy)]
+struct MemoSlot {
+    len: usize,
+    query: [u8; MEMO_QUERY_LEN],
+    digest: Digest,
+}
+
+/// The MD5 of recently seen short query strings. A cache's hot requests repeat the
+/// same few query strings (`page=2`, `lang=en`), and MD5 (about 700 instructions for
+/// one block) was the largest single cost of GET after Redis' own key lookup. Direct
+/// mapped by a fast hash; a slot answers only for the exact same bytes, so a hit
+/// returns exactly what MD5 would, and a miss costs one MD5 as before.
+struct QueryMemo(Mutex<[Option<MemoSlot>; MEMO_SLOTS]>);
+
+static QUERY_MEMO: QueryMemo = QueryMemo(Mutex::new([None; MEMO_SLOTS]));
+
+impl QueryMemo {
+    fn digest(&self, query: &[u8]) -> Digest {
+        let md5 = || Md5::digest(query).into();
+        if query.len() > MEMO_QUERY_LEN {
+            return md5();
+        }
+        // Contention (only possible in unit tests: Redis runs commands on one thread)
+        // or a poisoned lock: just hash.
+        let Ok(mut slots) = self.0.try_lock() else { return md5() };
+        let Some(slot) = slots.get_mut(xxh3_64(query) as usize % MEMO_SLOTS) else { return md5() };
+        if let Some(hit) = slot.as_ref().filter(|s| s.query.get(..s.len) == Some(query)) {
+            return hit.digest;
+        }
+        let digest: Digest = md5();
+        let mut remembered = MemoSlot { len: query.len(), query: [0; MEMO_QUERY_LEN], digest };
+        if let Some(dst) = remembered.query.get_mut(..query.len()) {
+            dst.copy_from_slice(query);
+            *slot = Some(remembered);
+        }
+        digest
+    }
 }
 
 /// MD5 of the vary set in canonical form: names lower-cased (ASCII), pairs sorted by
@@ -40,19 +86,37 @@ pub fn vary_digest(pairs: &[(&[u8], &[u8])]) -> Option<Digest> {
     if pairs.is_empty() {
         return None;
     }
-    // Sorted by lower-cased name without copying names (GET's hot path).
-    let lower = |n: &[u8]| n.iter().map(u8::to_ascii_lowercase).collect::<Vec<_>>();
-    let mut canonical = pairs.to_vec();
+    // Sorted by lower-cased name without copying names, up to 8 pairs without
+    // allocating (GET's hot path).
+    let mut few: [(&[u8], &[u8]); 8] = [(&[], &[]); 8];
+    let mut many = Vec::new();
+    let canonical: &mut [(&[u8], &[u8])] = match few.get_mut(..pairs.len()) {
+        Some(slots) => {
+            slots.copy_from_slice(pairs);
+            slots
+        }
+        None => {
+            many.extend_from_slice(pairs);
+            &mut many
+        }
+    };
     canonical.sort_unstable_by(|(n1, v1), (n2, v2)| {
         let (l1, l2) = (n1.iter().map(u8::to_ascii_lowercase), n2.iter().map(u8::to_ascii_lowercase));
         l1.cmp(l2).then_with(|| v1.cmp(v2))
     });
     let mut md5 = Md5::new();
     md5.update((canonical.len() as u64).to_be_bytes());
-    for (name, value) in &canonical {
+    for (name, value) in canonical.iter() {
         md5.update((name.len() as u64).to_be_bytes());
         if name.iter().any(u8::is_ascii_uppercase) {
-            md5.update(lower(name));
+            for chunk in name.chunks(64) {
+                let mut lower = [0u8; 64];
+                if let Some(lower) = lower.get_mut(..chunk.len()) {
+                    lower.copy_from_slice(chunk);
+                    lower.make_ascii_lowercase();
+                    md5.update(lower);
+                }
+            }
         } else {
             md5.update(name);
         }
@@ -62,34 +126,84 @@ pub fn vary_digest(pairs: &[(&[u8], &[u8])]) -> Option<Digest> {
     Some(md5.finalize().into())
 }
 
-fn push_digest(key: &mut Vec<u8>, digest: &Option<Digest>) {
-    key.push(b':');
-    match digest {
-        Some(d) => {
-            let mut hex = [0u8; 32];
-            // Cannot fail: the buffer is exactly twice the digest's length.
-            let _ = hex::encode_to_slice(d, &mut hex);
-            key.extend_from_slice(&hex);
+/// The length of the entry key of `path` (`tagged`: it has its own hash tag) and `variant`.
+fn entry_key_len(path: &[u8], tagged: bool, variant: &Variant) -> usize {
+    let digest_len = |d: &Option<Digest>| if d.is_some() { 32 } else { 1 };
+    let braces = if tagged { 1 } else { 2 };
+    KEY_PREFIX.len() + braces + path.len() + 2 + digest_len(&variant.query) + digest_len(&variant.vary)
+}
+
+/// Writes the entry key into `out`, which is exactly [`entry_key_len`] bytes long.
+fn write_entry_key(out: &mut [u8], path: &[u8], tagged: bool, variant: &Variant) {
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        if let Some(dst) = out.get_mut(at..at + bytes.len()) {
+            dst.copy_from_slice(bytes);
         }
-        None => key.push(b'-'),
+        at += bytes.len();
+    };
+    put(KEY_PREFIX);
+    if tagged {
+        put(b"~");
+        put(path);
+    } else {
+        put(b"{");
+        put(path);
+        put(b"}");
+    }
+    for digest in [&variant.query, &variant.vary] {
+        put(b":");
+        match digest {
+            Some(d) => {
+                let mut hex = [0u8; 32];
+                // Cannot fail: the buffer is exactly twice the digest's length.
+                let _ = hex::encode_to_slice(d, &mut hex);
+                put(&hex);
+            }
+            None => put(b"-"),
+        }
     }
 }
 
 /// The Redis key of the entry for `path` (already validated) and `variant`.
 pub fn entry_key(path: &[u8], variant: &Variant) -> Vec<u8> {
-    let mut key = Vec::with_capacity(KEY_PREFIX.len() + path.len() + 2 + 2 * 33);
-    key.extend_from_slice(KEY_PREFIX);
-    if path::has_hash_tag(path) {
-        key.push(b'~');
-        key.extend_from_slice(path);
-    } else {
-        key.push(b'{');
-        key.extend_from_slice(path);
-        key.push(b'}');
-    }
-    push_digest(&mut key, &variant.query);
-    push_digest(&mut key, &variant.vary);
+    let tagged = path::has_hash_tag(path);
+    let mut key = vec![0; entry_key_len(path, tagged, variant)];
+    write_entry_key(&mut key, path, tagged, variant);
     key
+}
+
+/// Keys up to this length are built on the stack by [`entry_key_name`].
+const INLINE_KEY_LEN: usize = 256;
+
+/// An entry key for one command's use: on the stack unless the path is long.
+pub enum KeyName {
+    Inline([u8; INLINE_KEY_LEN], usize),
+    Heap(Vec<u8>),
+}
+
+impl std::ops::Deref for KeyName {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            KeyName::Inline(buf, len) => buf.get(..*len).unwrap_or_default(),
+            KeyName::Heap(key) => key,
+        }
+    }
+}
+
+/// [`entry_key`] without a heap allocation for the usual key lengths (GET's hot path).
+pub fn entry_key_name(path: &[u8], variant: &Variant) -> KeyName {
+    let tagged = path::has_hash_tag(path);
+    let len = entry_key_len(path, tagged, variant);
+    let mut buf = [0u8; INLINE_KEY_LEN];
+    match buf.get_mut(..len) {
+        Some(out) => {
+            write_entry_key(out, path, tagged, variant);
+            KeyName::Inline(buf, len)
+        }
+        None => KeyName::Heap(entry_key(path, variant)),
+    }
 }
 
 fn parse_digest(part: &[u8]) -> Option<Option<Digest>> {
@@ -140,6 +254,27 @@ mod tests {
     }
 
     #[test]
+    fn key_names_on_the_stack_and_on_the_heap() {
+        let variant = Variant::new(b"a=1", &[(b"x", b"y")]);
+        for path in [&b"/a"[..], b"{t}/b", &[b'/'; 300]] {
+            let name = entry_key_name(path, &variant);
+            assert_eq!(&*name, entry_key(path, &variant).as_slice());
+            assert_eq!(matches!(name, KeyName::Inline(..)), path.len() < 100);
+        }
+    }
+
+    /// Remembered digests are MD5's, also when many queries share few slots.
+    #[test]
+    fn query_memo_answers_as_md5() {
+        let queries: Vec<Vec<u8>> = (0..500).map(|i| format!("page={}&lang=en", i % 150).into_bytes()).collect();
+        for q in queries.iter().chain(queries.iter().rev()) {
+            assert_eq!(query_digest(q), Some(Md5::digest(q).into()), "{}", String::from_utf8_lossy(q));
+        }
+        let long = vec![b'a'; MEMO_QUERY_LEN + 1];
+        assert_eq!(query_digest(&long), Some(Md5::digest(&long).into()));
+    }
+
+    #[test]
     fn empty_query_is_no_query() {
         assert_eq!(query_digest(b""), None);
         assert_eq!(query_digest(b"?"), None);
@@ -156,6 +291,31 @@ mod tests {
         assert_ne!(vary_digest(&[(b"a", b"1"), (b"a", b"1")]), vary_digest(&[(b"a", b"1")]));
         assert_ne!(vary_digest(&[(b"a", b"X")]), vary_digest(&[(b"a", b"x")]));
         assert_ne!(vary_digest(&[(b"a", b"")]), None);
+    }
+
+    /// The digest is the documented encoding's MD5, also past 8 pairs (no longer on the
+    /// stack) and for upper-case names longer than the 64-byte lowering buffer: key names
+    /// must never change.
+    #[test]
+    fn vary_digest_is_the_documented_encoding() {
+        let reference = |pairs: &[(&[u8], &[u8])]| {
+            let mut c: Vec<(Vec<u8>, &[u8])> = pairs.iter().map(|(n, v)| (n.to_ascii_lowercase(), *v)).collect();
+            c.sort();
+            let mut bytes = (c.len() as u64).to_be_bytes().to_vec();
+            for (n, v) in &c {
+                bytes.extend_from_slice(&(n.len() as u64).to_be_bytes());
+                bytes.extend_from_slice(n);
+                bytes.extend_from_slice(&(v.len() as u64).to_be_bytes());
+                bytes.extend_from_slice(v);
+            }
+            Some(<[u8; 16]>::from(Md5::digest(&bytes)))
+        };
+        let long_name = [b'X'; 150];
+        let names: Vec<Vec<u8>> = (0..12).map(|i| format!("Header-{}", 11 - i).into_bytes()).collect();
+        let twelve: Vec<(&[u8], &[u8])> = names.iter().map(|n| (n.as_slice(), &b"v"[..])).collect();
+        for pairs in [&[(&b"accept-encoding"[..], &b"gzip"[..])][..], &[(&long_name[..], b"v"), (b"a", b"")], &twelve[..8], &twelve] {
+            assert_eq!(vary_digest(pairs), reference(pairs));
+        }
     }
 
     /// `{/t/5}` (a path that is one hash tag) and `/t/5` must not share a key.

@@ -29,10 +29,25 @@ impl fmt::Display for PathError {
 /// The longest path any command accepts: the maximum of `rcache.max-path-len`.
 pub const MAX_PATH_LEN: usize = 65_536;
 
+/// Bytes that need a closer look in a path: control characters, `?`, `{` and `}`.
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = b < 0x20 || b == 0x7f || b == b'?' as usize || b == b'{' as usize || b == b'}' as usize;
+        b += 1;
+    }
+    t
+};
+
 /// Checks every path rule but the length limit (which is a setting, see [`validate`]).
 pub fn validate_shape(path: &[u8]) -> Result<(), PathError> {
     if path.is_empty() {
         return Err(PathError::Empty);
+    }
+    // Most paths have no special byte at all: one table lookup per byte decides it.
+    if !path.iter().any(|&b| SPECIAL[b as usize]) {
+        return Ok(());
     }
     let mut open = None;
     let mut close = None;
@@ -106,6 +121,19 @@ impl<'a> Coverage<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_byte_is_classified() {
+        for b in 0..=255u8 {
+            let expected = match b {
+                0x00..=0x1f | 0x7f => Err(PathError::ControlChar),
+                b'?' => Err(PathError::QuestionMark),
+                b'{' | b'}' => Err(PathError::Brace),
+                _ => Ok(()),
+            };
+            assert_eq!(validate_shape(&[b'/', b, b'x']), expected, "byte {b:#04x}");
+        }
+    }
 
     #[test]
     fn valid_paths() {

@@ -41,7 +41,7 @@ pub fn missing_apis() -> Vec<&'static str> {
     }
     check!(
         RedisModule_OpenKey, RedisModule_CloseKey, RedisModule_KeyType, RedisModule_StringDMA,
-        RedisModule_StringSet, RedisModule_DeleteKey, RedisModule_SetAbsExpire, RedisModule_CreateString,
+        RedisModule_DeleteKey, RedisModule_SetAbsExpire, RedisModule_CreateString,
         RedisModule_FreeString, RedisModule_Replicate, RedisModule_NotifyKeyspaceEvent,
         RedisModule_GetSelectedDb, RedisModule_GetContextFlags, RedisModule_Milliseconds,
         RedisModule_ReplyWithStringBuffer, RedisModule_ReplyWithNull, RedisModule_Log,
@@ -56,12 +56,55 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_GetBlockedClientHandle, RedisModule_SetDisconnectCallback, RedisModule_CreateTimer,
         RedisModule_StopTimer, RedisModule_ReplyWithError,
         RedisModule_GetExpire, RedisModule_ReplyWithArray, RedisModule_ReplyWithSimpleString,
-        RedisModule_ReplyWithLongLong, RedisModule_MallocSize,
+        RedisModule_ReplyWithLongLong, RedisModule_CreateCommand,
+        RedisModule_StringTruncate, RedisModule_SetExpire, RedisModule_MallocSize,
         RedisModule_Call, RedisModule_CallReplyArrayElement, RedisModule_CallReplyLength,
         RedisModule_CallReplyStringPtr, RedisModule_FreeCallReply,
         RedisModule_ValueLength, RedisModule_SignalModifiedKey, RedisModule_SetModuleOptions
     );
     missing
+}
+
+/// A command's handler. Redis calls [`entry_point`] of it; the handler reads the
+/// arguments through [`Argv`], runs behind the panic guard and replies itself.
+pub trait Command {
+    fn call(ctx: Ctx, argv: Argv<'_>);
+}
+
+/// What Redis calls for a command.
+pub type CommandFn = unsafe extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
+
+/// The raw entry point of command `C`, registered with `RedisModule_CreateCommand`.
+/// Unlike redis-module's wrapper it neither retains a `RedisString` per argument nor
+/// collects them in a `Vec`: the arguments are read in place (see [`Argv`]).
+pub unsafe extern "C" fn entry_point<C: Command>(ctx: *mut raw::RedisModuleCtx, argv: *mut *mut raw::RedisModuleString, argc: c_int) -> c_int {
+    let argv = match usize::try_from(argc) {
+        Ok(n) if !argv.is_null() => unsafe { std::slice::from_raw_parts(argv.cast_const(), n) },
+        _ => &[],
+    };
+    C::call(Ctx(ctx), Argv(argv));
+    raw::REDISMODULE_OK as c_int
+}
+
+/// A command's argument vector, valid for the duration of the call.
+#[derive(Clone, Copy)]
+pub struct Argv<'a>(&'a [*mut raw::RedisModuleString]);
+
+impl Argv<'_> {
+    /// Calls `f` with the arguments after the command name as byte slices borrowed from
+    /// Redis' strings (`StringPtrLen`: no copy); up to 16 of them without allocating.
+    pub fn with_bytes<R>(self, f: impl FnOnce(&[&[u8]]) -> R) -> R {
+        let args = self.0.get(1..).unwrap_or_default();
+        let mut few: [&[u8]; 16] = [&[]; 16];
+        if args.len() <= few.len() {
+            for (slot, &a) in few.iter_mut().zip(args) {
+                *slot = string_bytes(a);
+            }
+            f(few.get(..args.len()).unwrap_or_default())
+        } else {
+            f(&args.iter().map(|&a| string_bytes(a)).collect::<Vec<_>>())
+        }
+    }
 }
 
 /// A module context handed to us by Redis for the duration of one callback.
@@ -136,9 +179,27 @@ impl Key {
         Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) })
     }
 
-    /// Replaces whatever the key holds with `value` and no TTL, as SET does.
-    pub fn set_string(&self, value: &RString) -> bool {
-        unsafe { rm!(RedisModule_StringSet(self.0, value.ptr)) == raw::REDISMODULE_OK as c_int }
+    /// Replaces whatever the key holds with a string of `len` bytes that `fill` writes
+    /// in place (one copy, no intermediate buffer), keeping any TTL. A string of that
+    /// size already there is overwritten where it is; anything else is deleted first,
+    /// so the new string is allocated at its exact size (growing one would over-allocate).
+    pub fn write_string(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        if self.string().is_none_or(|s| s.len() != len) {
+            if self.kind() != KeyKind::Empty && !self.delete() {
+                return false;
+            }
+            if unsafe { rm!(RedisModule_StringTruncate(self.0, len)) } != raw::REDISMODULE_OK as c_int {
+                return false;
+            }
+        }
+        let mut n = 0usize;
+        let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_WRITE) as c_int;
+        let p = unsafe { rm!(RedisModule_StringDMA(self.0, &mut n, mode)) };
+        if p.is_null() || n != len {
+            return false;
+        }
+        fill(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), n) });
+        true
     }
 
     /// Overwrites `bytes.len()` bytes at `offset` of a string key in place (Redis
@@ -164,6 +225,10 @@ impl Key {
         }
         let ttl = unsafe { rm!(RedisModule_GetExpire(self.0)) };
         (ttl >= 0).then(|| milliseconds().saturating_add(ttl))
+    }
+
+    pub fn remove_expire(&self) -> bool {
+        unsafe { rm!(RedisModule_SetExpire(self.0, raw::REDISMODULE_NO_EXPIRE as c_longlong)) == raw::REDISMODULE_OK as c_int }
     }
 
     pub fn set_abs_expire(&self, at_ms: i64) -> bool {
@@ -232,12 +297,12 @@ impl Ctx {
     }
 
     /// Propagates `SET key value [PXAT at]` to replicas and the AOF.
-    pub fn replicate_set(&self, key: &[u8], value: &[u8], pxat: Option<i64>) {
-        let (k, v) = (key.as_ptr().cast::<c_char>(), value.as_ptr().cast::<c_char>());
+    pub fn replicate_set(&self, key: &RString, value: &[u8], pxat: Option<i64>) {
+        let v = value.as_ptr().cast::<c_char>();
         unsafe {
             match pxat {
-                Some(at) => rm!(RedisModule_Replicate(self.0, c"SET".as_ptr(), c"bbcl".as_ptr(), k, key.len(), v, value.len(), c"PXAT".as_ptr(), at as c_longlong)),
-                None => rm!(RedisModule_Replicate(self.0, c"SET".as_ptr(), c"bb".as_ptr(), k, key.len(), v, value.len())),
+                Some(at) => rm!(RedisModule_Replicate(self.0, c"SET".as_ptr(), c"sbcl".as_ptr(), key.ptr, v, value.len(), c"PXAT".as_ptr(), at as c_longlong)),
+                None => rm!(RedisModule_Replicate(self.0, c"SET".as_ptr(), c"sb".as_ptr(), key.ptr, v, value.len())),
             };
         }
     }
@@ -264,6 +329,16 @@ impl Ctx {
     pub fn notify(&self, class: c_int, event: &CStr, key: &RString) {
         unsafe {
             rm!(RedisModule_NotifyKeyspaceEvent(self.0, class, event.as_ptr(), key.ptr));
+        }
+    }
+
+    /// Registers a command; `entry` is the [`entry_point`] of its handler. A command
+    /// whose `first_key` is 0 declares no key.
+    pub fn create_command(&self, name: &CStr, entry: CommandFn, flags: &CStr, first_key: c_int) -> bool {
+        let step = c_int::from(first_key != 0);
+        unsafe {
+            rm!(RedisModule_CreateCommand(self.0, name.as_ptr(), Some(entry), flags.as_ptr(), first_key, first_key, step))
+                == raw::REDISMODULE_OK as c_int
         }
     }
 
@@ -448,8 +523,11 @@ impl Drop for AclUser {
     }
 }
 
-/// What `COMMAND DOCS` / `COMMAND INFO` say about a command.
+/// A command: what Redis runs and what `COMMAND DOCS` / `COMMAND INFO` say about it.
 pub struct CommandDoc {
+    pub entry: CommandFn,
+    /// Redis' command flags (`write deny-oom`, `readonly fast`, ...).
+    pub flags: &'static CStr,
     pub summary: &'static CStr,
     pub complexity: &'static CStr,
     pub arity: c_int,

@@ -6,16 +6,14 @@ use std::ffi::CStr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
-
 use crate::core::args::{self, ArgResult};
 use crate::core::config;
 use crate::core::entry::{self, Header, Soften, State};
 use crate::server::events;
-use crate::ffi::{self, Ctx, Key, KeyKind, RString, NOTIFY_GENERIC, NOTIFY_STRING};
+use crate::ffi::{self, Argv, Command, Ctx, Key, KeyKind, RString, NOTIFY_GENERIC, NOTIFY_STRING};
 use crate::server::guard::guarded;
 use crate::server::purges;
-use crate::core::key::{entry_key, parse_entry_key};
+use crate::core::key::{entry_key, entry_key_name, parse_entry_key};
 use crate::core::lease::{Found, Token};
 use crate::core::path::Coverage;
 use crate::core::stats::{bump, STATS};
@@ -34,31 +32,21 @@ enum Reply {
     Sent,
 }
 
-/// Every command enters here: arguments as byte slices, the handler behind the
-/// panic guard, its outcome turned into a reply.
-fn run(ctx: &Context, args: &[RedisString], name: &str, handler: fn(Ctx, &[&[u8]]) -> ArgResult<Reply>) -> RedisResult {
-    let ctx = Ctx::from_raw(ctx.ctx);
-    // Most requests have a handful of arguments: keep them on the stack.
-    let mut few: [&[u8]; 16] = [&[]; 16];
-    let many: Vec<&[u8]>;
-    let argv: &[&[u8]] = if args.len() <= few.len() {
-        for (slot, a) in few.iter_mut().zip(args.iter().skip(1)) {
-            *slot = a.as_slice();
-        }
-        &few[..args.len().saturating_sub(1)]
-    } else {
-        many = args.iter().skip(1).map(|a| a.as_slice()).collect();
-        &many
-    };
+/// Every command enters here: arguments as byte slices borrowed from argv, the
+/// handler behind the panic guard, its outcome sent as the reply.
+fn run(ctx: Ctx, argv: Argv<'_>, name: &str, handler: fn(Ctx, &[&[u8]]) -> ArgResult<Reply>) {
     let internal = || Err(format!("ERR internal error in {name}; see the server log"));
-    match guarded(ctx, name, internal, || handler(ctx, argv)) {
-        Ok(Reply::Ok) => Ok(RedisValue::SimpleStringStatic("OK")),
-        Ok(Reply::Null) => Ok(RedisValue::Null),
-        Ok(Reply::Int(n)) => Ok(RedisValue::Integer(n)),
-        Ok(Reply::Bulk(b)) => Ok(RedisValue::StringBuffer(b)),
-        Ok(Reply::Paths(p)) => Ok(RedisValue::Array(p.into_iter().map(RedisValue::StringBuffer).collect())),
-        Ok(Reply::Sent) => Ok(RedisValue::NoReply),
-        Err(msg) => Err(RedisError::String(printable(&msg))),
+    match guarded(ctx, name, internal, || argv.with_bytes(|args| handler(ctx, args))) {
+        Ok(Reply::Ok) => ctx.reply_simple(c"OK"),
+        Ok(Reply::Null) => ctx.reply_null(),
+        Ok(Reply::Int(n)) => ctx.reply_i64(n),
+        Ok(Reply::Bulk(b)) => ctx.reply_bulk(&b),
+        Ok(Reply::Paths(paths)) => {
+            ctx.reply_array(paths.len());
+            paths.iter().for_each(|p| ctx.reply_bulk(p));
+        }
+        Ok(Reply::Sent) => {}
+        Err(msg) => ctx.reply_error(&printable(&msg)),
     }
 }
 
@@ -77,35 +65,29 @@ fn printable(msg: &str) -> String {
     out
 }
 
-pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, &args, "rcache.set", set_impl)
+/// One type per command, for its raw entry point (`ffi::entry_point`).
+macro_rules! commands {
+    ($($ty:ident: $name:literal => $handler:ident,)*) => {$(
+        pub struct $ty;
+        impl Command for $ty {
+            fn call(ctx: Ctx, argv: Argv<'_>) {
+                run(ctx, argv, $name, $handler)
+            }
+        }
+    )*};
 }
-pub fn get(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, &args, "rcache.get", get_impl)
-}
-pub fn lookup(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, &args, "rcache.lookup", lookup_impl)
-}
-pub fn del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, &args, "rcache.del", del_impl)
-}
-pub fn purge(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, &args, "rcache.purge", purge_impl)
-}
-pub fn softpurge(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, &args, "rcache.softpurge", softpurge_impl)
-}
-pub fn purgetag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, &args, "rcache.purgetag", purgetag_impl)
-}
-pub fn softpurgetag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, &args, "rcache.softpurgetag", softpurgetag_impl)
-}
-pub fn list(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, &args, "rcache.list", list_impl)
-}
-pub fn key(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, &args, "rcache.key", key_impl)
+
+commands! {
+    Set: "rcache.set" => set_impl,
+    Get: "rcache.get" => get_impl,
+    Lookup: "rcache.lookup" => lookup_impl,
+    Del: "rcache.del" => del_impl,
+    Purge: "rcache.purge" => purge_impl,
+    SoftPurge: "rcache.softpurge" => softpurge_impl,
+    PurgeTag: "rcache.purgetag" => purgetag_impl,
+    SoftPurgeTag: "rcache.softpurgetag" => softpurgetag_impl,
+    List: "rcache.list" => list_impl,
+    KeyName: "rcache.key" => key_impl,
 }
 
 /// A cheap random number for JITTER (xorshift64*, seeded from the clock at first use):
@@ -156,8 +138,7 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
         }
     };
     let variant = req.variant.variant();
-    let key_name = entry_key(req.path, &variant);
-    let stored = entry::encode(req.value, lifetime, etag, &req.tags);
+    let key_name = entry_key_name(req.path, &variant);
     let key = ctx.string(&key_name);
     let db = ctx.selected_db();
     // The stale-set guard: a refill whose lease no longer allows it changes nothing.
@@ -174,12 +155,18 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
         // entry without tags needs no index work, the common case for a cache.
         // (Not while a purge is pending: the old entry may be one it hid, out of the index.)
         let untagged = !purges::any_pending() && open.string().is_some_and(|old| entry::decode(old).is_ok_and(|e| e.tags.is_empty()));
-        if !open.set_string(&ctx.string(&stored)) || expire_at.is_some_and(|at| !open.set_abs_expire(at)) {
+        let len = entry::encoded_len(req.value.len(), etag, &req.tags);
+        let written = open.write_string(len, |out| entry::encode_into(out, req.value, lifetime, etag, &req.tags));
+        let expiry_set = match expire_at {
+            Some(at) => open.set_abs_expire(at),
+            None => open.remove_expire(),
+        };
+        if !written || !expiry_set {
             return Err("ERR could not write the entry".into());
         }
+        ctx.replicate_set(&key, open.string().unwrap_or_default(), expire_at);
         untagged
     };
-    ctx.replicate_set(&key_name, &stored, expire_at);
     notify(ctx, NOTIFY_STRING, c"set", &key);
     if expire_at.is_some() {
         notify(ctx, NOTIFY_GENERIC, c"expire", &key);
@@ -214,7 +201,7 @@ fn entry_header(ctx: Ctx, key: &Key, path: &[u8]) -> ArgResult<Option<Header>> {
 
 fn get_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_get("rcache.get", argv, &config::limits())?;
-    let key = ctx.open_key(&ctx.string(&entry_key(req.path, &req.variant.variant())), false);
+    let key = ctx.open_key(&ctx.string(&entry_key_name(req.path, &req.variant.variant())), false);
     match entry_header(ctx, &key, req.path)? {
         Some(h) if h.state(ffi::milliseconds()) == State::Fresh => {
             ctx.reply_bulk(&key.string().unwrap_or_default()[h.value_at..]);
@@ -233,7 +220,7 @@ fn lookup_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_lookup(argv, &config::limits())?;
     leases::check_not_replica(ctx, req.lease_ms, req.wait_ms)?;
     let variant = req.variant.variant();
-    let key = ctx.open_key(&ctx.string(&entry_key(req.path, &variant)), false);
+    let key = ctx.open_key(&ctx.string(&entry_key_name(req.path, &variant)), false);
     let found = entry_header(ctx, &key, req.path)?;
     let mut token = None;
     if req.lease_ms.is_some() || req.wait_ms.is_some() {

@@ -3,13 +3,13 @@
 
 use std::ffi::{c_char, c_int, c_longlong, c_void, CStr};
 
-use redis_module::{raw, redis_command, Context, RedisString, Status};
+use redis_module::{raw, Context, RedisString, Status};
 
 use crate::server::alloc::{live_bytes, CountingRedisAlloc};
 use crate::server::commands;
 use crate::core::config::{self, Setting};
 use crate::server::events;
-use crate::ffi::{self, CommandDoc, Ctx, InfoCtx, KEY_RO, KEY_RO_NO_ACCESS, KEY_RW_DELETE, KEY_RW_INSERT, KEY_RW_UPDATE};
+use crate::ffi::{self, entry_point, CommandDoc, Ctx, InfoCtx, KEY_RO, KEY_RO_NO_ACCESS, KEY_RW_DELETE, KEY_RW_INSERT, KEY_RW_UPDATE};
 use crate::server::guard::guarded;
 use crate::core::stats::STATS;
 use crate::server::store;
@@ -18,60 +18,80 @@ pub const MODULE_VERSION: i32 = 100; // 0.1.0, as Redis encodes module versions
 
 const DOCS: [(&CStr, CommandDoc); 10] = [
     (c"rcache.set", CommandDoc {
+        entry: entry_point::<commands::Set>,
+        flags: c"write deny-oom",
         summary: c"Stores a cached response for a path, query string and vary set.",
         complexity: c"O(P + T) where P is the path length and T the number of tags.",
         arity: -3,
         key_flags: KEY_RW_INSERT,
     }),
     (c"rcache.get", CommandDoc {
+        entry: entry_point::<commands::Get>,
+        flags: c"readonly fast",
         summary: c"Returns the cached response for a path, query string and vary set.",
         complexity: c"O(1) beyond hashing the arguments.",
         arity: -2,
         key_flags: KEY_RO,
     }),
     (c"rcache.lookup", CommandDoc {
+        entry: entry_point::<commands::Lookup>,
+        flags: c"readonly",
         summary: c"Returns a cached response with its state (FRESH, STALE, MISS), ETag, age and freshness left.",
         complexity: c"O(1) beyond hashing the arguments.",
         arity: -2,
         key_flags: KEY_RO,
     }),
     (c"rcache.del", CommandDoc {
+        entry: entry_point::<commands::Del>,
+        flags: c"write",
         summary: c"Removes one cached response.",
         complexity: c"O(P) where P is the path length.",
         arity: -2,
         key_flags: KEY_RW_DELETE,
     }),
     (c"rcache.purge", CommandDoc {
+        entry: entry_point::<commands::Purge>,
+        flags: c"write",
         summary: c"Removes every cached response whose path is covered by a prefix.",
         complexity: c"O(P + N) where P is the prefix length and N the entries and index nodes removed.",
         arity: -2,
         key_flags: KEY_RW_DELETE,
     }),
     (c"rcache.softpurge", CommandDoc {
+        entry: entry_point::<commands::SoftPurge>,
+        flags: c"write",
         summary: c"Marks every fresh cached response under a prefix stale for its grace (removes those without grace).",
         complexity: c"O(P + N) where P is the prefix length and N the entries and index nodes covered.",
         arity: -2,
         key_flags: KEY_RW_UPDATE,
     }),
     (c"rcache.purgetag", CommandDoc {
+        entry: entry_point::<commands::PurgeTag>,
+        flags: c"write",
         summary: c"Removes every cached response carrying any of the tags.",
         complexity: c"O(N) where N is the number of entries removed.",
         arity: -2,
         key_flags: 0,
     }),
     (c"rcache.softpurgetag", CommandDoc {
+        entry: entry_point::<commands::SoftPurgeTag>,
+        flags: c"write",
         summary: c"Marks every fresh cached response carrying any of the tags stale for its grace (removes those without grace).",
         complexity: c"O(N) where N is the number of entries carrying the tags.",
         arity: -2,
         key_flags: 0,
     }),
     (c"rcache.list", CommandDoc {
+        entry: entry_point::<commands::List>,
+        flags: c"readonly",
         summary: c"Lists the paths holding cached responses under a prefix, in byte order.",
         complexity: c"O(P + C) where P is the prefix (and AFTER) length and C the paths returned.",
         arity: -2,
         key_flags: KEY_RO_NO_ACCESS,
     }),
     (c"rcache.key", CommandDoc {
+        entry: entry_point::<commands::KeyName>,
+        flags: c"readonly fast",
         summary: c"Returns the Redis key that holds (or would hold) a cached response.",
         complexity: c"O(P) where P is the length of the arguments.",
         arity: -2,
@@ -136,6 +156,11 @@ fn setup(ctx: Ctx, args: &[RedisString]) -> Result<(), String> {
         return Err("could not load the rcache.* settings from the configuration".into());
     }
     for (name, doc) in &DOCS {
+        // Keyed commands declare the path (argument 1) as their one key.
+        let first_key = if doc.key_flags == 0 { 0 } else { 1 };
+        if !ctx.create_command(name, doc.entry, doc.flags, first_key) {
+            return Err(format!("could not create the command {}", name.to_string_lossy()));
+        }
         if !ctx.set_command_info(name, doc) {
             return Err(format!("could not set the command info of {}", name.to_string_lossy()));
         }
@@ -176,7 +201,7 @@ pub unsafe extern "C" fn RedisModule_OnLoad(ctx: *mut raw::RedisModuleCtx, argv:
     }
     let args = redis_module::decode_args(ctx, argv, argc);
     let context = Context::new(ctx);
-    let loaded = guarded(Ctx::from_raw(ctx), "module load", || Err(Status::Err), || register_commands(ctx).and_then(|()| init(&context, &args)));
+    let loaded = guarded(Ctx::from_raw(ctx), "module load", || Err(Status::Err), || init(&context, &args));
     match loaded {
         Ok(()) => raw::REDISMODULE_OK as c_int,
         Err(_) => raw::REDISMODULE_ERR as c_int,
@@ -189,23 +214,4 @@ pub unsafe extern "C" fn RedisModule_OnLoad(ctx: *mut raw::RedisModuleCtx, argv:
 pub extern "C" fn RedisModule_OnUnload(ctx: *mut raw::RedisModuleCtx) -> c_int {
     Ctx::from_raw(ctx).log(c"warning", "rcache cannot be unloaded; restart the server without it");
     raw::REDISMODULE_ERR as c_int
-}
-
-fn register_commands(ctx: *mut raw::RedisModuleCtx) -> Result<(), Status> {
-    // `redis_command!` returns the C status from the enclosing function on failure.
-    unsafe fn all(ctx: *mut raw::RedisModuleCtx) -> c_int {
-        use std::ffi::CString;
-        redis_command!(ctx, "rcache.set", commands::set, "write deny-oom", 1, 1, 1, "");
-        redis_command!(ctx, "rcache.get", commands::get, "readonly fast", 1, 1, 1, "");
-        redis_command!(ctx, "rcache.lookup", commands::lookup, "readonly", 1, 1, 1, "");
-        redis_command!(ctx, "rcache.del", commands::del, "write", 1, 1, 1, "");
-        redis_command!(ctx, "rcache.purge", commands::purge, "write", 1, 1, 1, "");
-        redis_command!(ctx, "rcache.softpurge", commands::softpurge, "write", 1, 1, 1, "");
-        redis_command!(ctx, "rcache.purgetag", commands::purgetag, "write", 0, 0, 0, "");
-        redis_command!(ctx, "rcache.softpurgetag", commands::softpurgetag, "write", 0, 0, 0, "");
-        redis_command!(ctx, "rcache.list", commands::list, "readonly", 1, 1, 1, "");
-        redis_command!(ctx, "rcache.key", commands::key, "readonly fast", 1, 1, 1, "");
-        raw::REDISMODULE_OK as c_int
-    }
-    if unsafe { all(ctx) } == raw::REDISMODULE_OK as c_int { Ok(()) } else { Err(Status::Err) }
 }

@@ -153,9 +153,13 @@ pub fn start(ctx: Ctx, db: i32, prefix: &[u8], exact: bool) -> u64 {
 /// Writes (and replicates) a purge record at `key`.
 fn write_record(ctx: Ctx, key: &[u8], record: &PurgeRecord) -> bool {
     let bytes = record.encode();
-    let written = ctx.open_key(&ctx.string(key), true).set_string(&ctx.string(&bytes));
+    let name = ctx.string(key);
+    let open = ctx.open_key(&name, true);
+    // Replaces whatever is there, TTL included, as SET does.
+    let written = open.write_string(bytes.len(), |out| out.copy_from_slice(&bytes)) && open.remove_expire();
+    drop(open);
     if written {
-        ctx.replicate_set(key, &bytes, None);
+        ctx.replicate_set(&name, &bytes, None);
     }
     written
 }
