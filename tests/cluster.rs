@@ -31,3 +31,170 @@ fn purges_across_slots_on_a_cluster_node() {
     let i = info(&mut c);
     assert_eq!((i["purged_entries"].as_str(), i["tag_purged_entries"].as_str()), ("5", "1"));
 }
+
+// ---- A real cluster: 3 primaries, each command through the node a client routes it to ----
+
+use common::cluster::Cluster;
+
+/// 6 sections /t/1../t/6, 5 paths each, 2 variants each; section i's entries carry
+/// tag `s<i>`, and every entry the tag `all`. 60 entries spread over the primaries.
+fn fill(cl: &Cluster) -> Vec<String> {
+    let mut paths = Vec::new();
+    for i in 1..=6 {
+        for j in 1..=5 {
+            let path = format!("/t/{i}/p{j}");
+            let mut c = cl.conn_for(&path);
+            for query in ["", "?v=2"] {
+                set(&mut c, &[&path, "v", "GRACE", "100", "QUERY", query, "TAGS", "2", &format!("s{i}"), "all"]);
+            }
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    paths
+}
+
+fn total_entries(cl: &Cluster) -> usize {
+    cl.assert_indexes_exact()
+}
+
+#[test]
+fn purges_and_lists_reach_every_primary() {
+    let cl = Cluster::start(3, 15000, &[]);
+    let paths = fill(&cl);
+    let holders: std::collections::HashSet<usize> = paths.iter().map(|p| cl.owner(p)).collect();
+    assert_eq!(holders.len(), 3, "the entries sit on every primary");
+    assert_eq!(total_entries(&cl), 60);
+
+    // LIST through the prefix's owner: every shard's paths, merged in byte order.
+    let root = cl.owner("/");
+    let all: Vec<String> = q(&mut cl.nodes[root].conn(), &["RCACHE.LIST", "/", "COUNT", "1000"]);
+    assert_eq!(all, paths);
+    // Paging with AFTER across shards gives the same list, page by page.
+    let mut paged: Vec<String> = Vec::new();
+    loop {
+        let mut words = vec!["RCACHE.LIST", "/", "COUNT", "7"];
+        let after = paged.last().cloned();
+        if let Some(a) = after.as_deref() {
+            words.extend(["AFTER", a]);
+        }
+        let page: Vec<String> = q(&mut cl.nodes[root].conn(), &words);
+        assert!(page.len() <= 7);
+        if page.is_empty() {
+            break;
+        }
+        paged.extend(page);
+    }
+    assert_eq!(paged, paths);
+    // Another node answers MOVED, as for any keyed command.
+    let other = (root + 1) % 3;
+    assert!(q_err(&mut cl.nodes[other].conn(), &["RCACHE.LIST", "/"]).starts_with("MOVED"));
+
+    // PURGE through the prefix's owner removes the section on every primary.
+    let owner = cl.owner("/t/5");
+    assert_eq!(q::<i64>(&mut cl.nodes[owner].conn(), &["RCACHE.PURGE", "/t/5"]), 10);
+    assert!(q_err(&mut cl.nodes[(owner + 1) % 3].conn(), &["RCACHE.PURGE", "/t/5"]).starts_with("MOVED"));
+    for p in paths.iter().filter(|p| p.starts_with("/t/5/")) {
+        assert_eq!(get(&mut cl.conn_for(p), &[p]), None, "{p} was purged");
+    }
+    assert_eq!(total_entries(&cl), 50);
+    assert_eq!(info_u64(&mut cl.nodes[owner].conn(), "purges"), 1, "the command counts once, where it was taken");
+    let removed: u64 = (0..3).map(|i| info_u64(&mut cl.nodes[i].conn(), "purged_entries")).sum();
+    assert_eq!(removed, 10, "each primary counts the entries it removed");
+
+    // SOFTPURGE: the section's entries turn stale everywhere (they have grace).
+    let owner = cl.owner("/t/4");
+    assert_eq!(q::<i64>(&mut cl.nodes[owner].conn(), &["RCACHE.SOFTPURGE", "/t/4"]), 10);
+    for p in paths.iter().filter(|p| p.starts_with("/t/4/")) {
+        let mut c = cl.conn_for(p);
+        assert_eq!(get(&mut c, &[p]), None, "a soft-purged entry is not served by GET");
+        let state: Vec<Value> = q(&mut c, &["RCACHE.LOOKUP", p]);
+        assert_eq!(state.first(), Some(&Value::SimpleString("STALE".into())), "{p}");
+    }
+    assert_eq!(q::<i64>(&mut cl.nodes[owner].conn(), &["RCACHE.SOFTPURGE", "/t/4"]), 0, "already stale");
+    assert_eq!(total_entries(&cl), 50);
+
+    // Tag purges (keyless) from every primary: each removes the tag everywhere.
+    for (node, section) in [(0, 1), (1, 2), (2, 3)] {
+        assert_eq!(q::<i64>(&mut cl.nodes[node].conn(), &["RCACHE.PURGETAG", &format!("s{section}")]), 10, "from node {node}");
+    }
+    assert_eq!(total_entries(&cl), 20);
+    assert_eq!(q::<i64>(&mut cl.nodes[1].conn(), &["RCACHE.SOFTPURGETAG", "s6"]), 10);
+    assert_eq!(q::<i64>(&mut cl.nodes[2].conn(), &["RCACHE.PURGETAG", "all"]), 20);
+    assert_eq!(total_entries(&cl), 0);
+    let left: Vec<String> = q(&mut cl.nodes[root].conn(), &["RCACHE.LIST", "/"]);
+    assert!(left.is_empty(), "{left:?}");
+    for i in 0..3 {
+        let mut c = cl.nodes[i].conn();
+        assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 0, "node {i}");
+    }
+}
+
+#[test]
+fn a_hash_tagged_site_is_purged_in_its_one_slot_and_noperm_is_decided_everywhere_first() {
+    let cl = Cluster::start(3, 15000, &[]);
+    // A hash-tagged site: its paths, entries and prefixes all live on one node.
+    let site = cl.owner("{shop}/");
+    for j in 0..5 {
+        set(&mut cl.nodes[site].conn(), &[&format!("{{shop}}/p/{j}"), "v"]);
+    }
+    assert_eq!(q::<i64>(&mut cl.nodes[site].conn(), &["DBSIZE"]), 5);
+    let listed: Vec<String> = q(&mut cl.nodes[site].conn(), &["RCACHE.LIST", "{shop}/p"]);
+    assert_eq!(listed.len(), 5);
+    assert_eq!(q::<i64>(&mut cl.nodes[site].conn(), &["RCACHE.PURGE", "{shop}/p/1"]), 1);
+    assert_eq!(q::<i64>(&mut cl.nodes[site].conn(), &["RCACHE.PURGE", "{shop}/"]), 4);
+
+    // A user who may write only /public/*, defined on every node (ACLs are per node).
+    for node in &cl.nodes {
+        q::<()>(&mut node.conn(), &["ACL", "SETUSER", "web", "on", ">pw", "~/public/*", "+@all"]);
+    }
+    let mut paths = Vec::new();
+    for j in 0..12 {
+        let path = format!("/public/{j}");
+        set(&mut cl.conn_for(&path), &[&path, "v", "TAGS", "1", "page"]);
+        paths.push(path);
+    }
+    let private = "/private/x";
+    set(&mut cl.conn_for(private), &[private, "v", "TAGS", "1", "page"]);
+    // Take the tag purge on a node that does not hold the private entry: the NOPERM
+    // comes from another shard, and no shard removes anything.
+    let taker = (cl.owner(private) + 1) % 3;
+    let mut web = cl.nodes[taker].conn();
+    q::<()>(&mut web, &["AUTH", "web", "pw"]);
+    assert!(q_err(&mut web, &["RCACHE.PURGETAG", "page"]).starts_with("NOPERM"));
+    assert_eq!(total_entries(&cl), 13, "nothing was touched anywhere");
+    // Allowed everywhere: removed everywhere.
+    let owner = cl.owner("/public/");
+    let mut web = cl.nodes[owner].conn();
+    q::<()>(&mut web, &["AUTH", "web", "pw"]);
+    assert_eq!(q::<i64>(&mut web, &["RCACHE.PURGE", "/public/"]), 12);
+    assert_eq!(total_entries(&cl), 1);
+}
+
+#[test]
+fn a_stopped_primary_means_tryagain_within_the_timeout_and_a_retry_succeeds() {
+    // A long node timeout: the stopped node stays a member (PFAIL at most) meanwhile.
+    let cl = Cluster::start(3, 30000, &["cluster-timeout", "1000"]);
+    let paths = fill(&cl);
+    let stopped = cl.owner(&paths[0]);
+    let taker = (stopped + 1) % 3;
+    let lister = cl.owner("/");
+    // (No routing questions while it is stopped: they would wait for it.)
+    cl.nodes[stopped].signal("STOP");
+    let started = std::time::Instant::now();
+    let err = q_err(&mut cl.nodes[taker].conn(), &["RCACHE.PURGETAG", "all"]);
+    let took = started.elapsed();
+    assert!(err.starts_with("TRYAGAIN only 2 of 3 cluster primaries answered"), "{err}");
+    assert!(err.contains("nothing was purged"), "{err}");
+    assert!(took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(10), "{took:?}");
+    if lister != stopped {
+        let listed = q_err(&mut cl.nodes[lister].conn(), &["RCACHE.LIST", "/"]);
+        assert!(listed.starts_with("TRYAGAIN only 2 of 3"), "{listed}");
+    }
+    cl.nodes[stopped].signal("CONT");
+    cl.wait_stable();
+    // The request the stopped node got late is past its deadline: it did nothing.
+    assert_eq!(total_entries(&cl), 60);
+    assert_eq!(q::<i64>(&mut cl.nodes[taker].conn(), &["RCACHE.PURGETAG", "all"]), 60);
+    assert_eq!(total_entries(&cl), 0);
+}

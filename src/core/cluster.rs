@@ -167,7 +167,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
     match message {
         Message::Request(r) => {
             match &r.op {
-                Op::Check { target, .. } => w.u8(CHECK),
+                Op::Check { .. } => w.u8(CHECK),
                 Op::Purge { soft, target, .. } => w.u8(purge_kind(*soft, target)),
                 Op::List { .. } => w.u8(LIST),
             }
@@ -494,6 +494,12 @@ impl<W> Table<W> {
         }
     }
 
+    /// Removes and returns the request whose waiter matches.
+    pub fn take_where(&mut self, mut matches: impl FnMut(&W) -> bool) -> Option<(u64, Pending<W>)> {
+        let id = self.pending.iter().find(|(_, p)| matches(&p.waiter)).map(|(&id, _)| id)?;
+        self.pending.remove(&id).map(|p| (id, p))
+    }
+
     /// Removes and returns the requests whose deadline passed before `now_ms`.
     pub fn expired(&mut self, now_ms: u64) -> Vec<(u64, Pending<W>)> {
         let ids: Vec<u64> = self.pending.iter().filter(|(_, p)| p.deadline_ms < now_ms).map(|(&id, _)| id).collect();
@@ -684,6 +690,9 @@ mod tests {
         let gone: Vec<u64> = t.expired(150).into_iter().map(|(id, _)| id).collect();
         assert_eq!(gone, vec![1]);
         assert_eq!(t.len(), 1);
+        assert_eq!(t.take_where(|&w| w == 1).map(|(id, _)| id), None);
+        assert_eq!(t.take_where(|&w| w == 2).map(|(id, _)| id), Some(2));
+        assert!(t.is_empty());
     }
 
     #[test]

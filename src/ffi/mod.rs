@@ -18,10 +18,12 @@ macro_rules! rm {
     ($f:ident($($arg:expr),* $(,)?)) => {
         match unsafe { raw::$f } {
             Some(f) => unsafe { f($($arg),*) },
-            None => missing_api(stringify!($f)),
+            None => $crate::ffi::missing_api(stringify!($f)),
         }
     };
 }
+
+pub mod cluster;
 
 #[cold]
 fn missing_api(name: &str) -> ! {
@@ -50,7 +52,13 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_FreeModuleUser, RedisModule_ACLCheckKeyPermissions, RedisModule_SelectDb,
         RedisModule_ScanCursorCreate, RedisModule_ScanCursorDestroy, RedisModule_Scan,
         RedisModule_GetExpire, RedisModule_ReplyWithArray, RedisModule_ReplyWithSimpleString,
-        RedisModule_ReplyWithLongLong
+        RedisModule_ReplyWithLongLong, RedisModule_ReplyWithError, RedisModule_Call,
+        RedisModule_CallReplyStringPtr, RedisModule_FreeCallReply,
+        // Cluster mode (all in Redis 7.0, so required everywhere rather than only in a cluster).
+        RedisModule_RegisterClusterMessageReceiver, RedisModule_SendClusterMessage,
+        RedisModule_GetClusterNodesList, RedisModule_FreeClusterNodesList, RedisModule_GetClusterNodeInfo,
+        RedisModule_BlockClient, RedisModule_UnblockClient,
+        RedisModule_GetBlockedClientHandle, RedisModule_GetBlockedClientPrivateData, RedisModule_CreateTimer
     );
     missing
 }

@@ -12,7 +12,9 @@ use crate::core::args::{self, ArgResult};
 use crate::core::config;
 use crate::core::entry::{self, Header, Soften, State};
 use crate::server::events;
-use crate::ffi::{self, Ctx, Key, KeyKind, RString, NOTIFY_GENERIC, NOTIFY_STRING};
+use crate::core::cluster::Target;
+use crate::ffi::{self, AclUser, Ctx, Key, KeyKind, RString, NOTIFY_GENERIC, NOTIFY_STRING};
+use crate::server::cluster;
 use crate::server::guard::guarded;
 use crate::core::key::{entry_key, parse_entry_key};
 use crate::core::path::Coverage;
@@ -60,7 +62,7 @@ fn run(ctx: &Context, args: &[RedisString], name: &str, handler: fn(Ctx, &[&[u8]
 /// Error replies quote client bytes. redis-module turns a reply's chars into bytes with
 /// `as u8` and aborts the server when that yields a NUL (a quoted 'Ā', U+0100, did), so
 /// replies are kept to printable ASCII: any other byte is written `\xNN`.
-fn printable(msg: &str) -> String {
+pub fn printable(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     for &b in msg.as_bytes() {
         if (0x20..0x7f).contains(&b) {
@@ -275,78 +277,114 @@ fn del_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
 
 /// The entry keys a prefix purge covers, after the caller's permission to remove them
 /// all was checked.
-fn covered_keys(ctx: Ctx, db: i32, coverage: &Coverage<'_>) -> ArgResult<Vec<Vec<u8>>> {
+fn covered_keys(ctx: Ctx, db: i32, user: &AclUser, coverage: &Coverage<'_>) -> ArgResult<Vec<Vec<u8>>> {
     events::process_pending(ctx);
     let (paths, keys) = store::with(|s| s.existing_db(db).map(|d| d.covered(coverage)).unwrap_or_default());
-    check_write_permission(ctx, paths.iter().map(Vec::as_slice))?;
+    check_write_permission(user, paths.iter().map(Vec::as_slice))?;
     Ok(keys)
 }
 
 /// The entry keys carrying any of `tags`, after the caller's permission check.
-fn tagged_keys(ctx: Ctx, db: i32, tags: &[&[u8]]) -> ArgResult<Vec<Vec<u8>>> {
+fn tagged_keys(ctx: Ctx, db: i32, user: &AclUser, tags: &[&[u8]]) -> ArgResult<Vec<Vec<u8>>> {
     events::process_pending(ctx);
     let keys = store::with(|s| s.existing_db(db).map(|d| d.tags.keys(tags)).unwrap_or_default());
-    check_write_permission(ctx, keys.iter().filter_map(|k| parse_entry_key(k).map(|(p, _)| p)))?;
+    check_write_permission(user, keys.iter().filter_map(|k| parse_entry_key(k).map(|(p, _)| p)))?;
     Ok(keys)
 }
 
-fn coverage_of<'a>(req: &args::PurgeArgs<'a>) -> Coverage<'a> {
-    if req.exact {
-        Coverage::exact(req.prefix)
-    } else {
-        Coverage::prefix(req.prefix)
+/// The entry keys a purge of `target` in `db` would touch, once `user` may touch them all.
+fn target_keys(ctx: Ctx, db: i32, user: &AclUser, target: &Target) -> ArgResult<Vec<Vec<u8>>> {
+    match target {
+        Target::Prefix { prefix, exact: true } => covered_keys(ctx, db, user, &Coverage::exact(prefix)),
+        Target::Prefix { prefix, exact: false } => covered_keys(ctx, db, user, &Coverage::prefix(prefix)),
+        Target::Tags(tags) => tagged_keys(ctx, db, user, &tags.iter().map(Vec::as_slice).collect::<Vec<_>>()),
     }
+}
+
+/// The NOPERM decision of a purge, touching nothing (a cluster-wide purge's first phase).
+pub fn check_locally(ctx: Ctx, db: i32, user: &AclUser, target: &Target) -> ArgResult<()> {
+    target_keys(ctx, db, user, target).map(drop)
+}
+
+/// One purge command's work on this server: removes (or soft-purges) what `target`
+/// covers in `db`, if `user` may touch all of it; returns the entries it counted.
+/// Every purge goes through here, on every primary of a cluster.
+pub fn purge_locally(ctx: Ctx, db: i32, user: &AclUser, soft: bool, target: &Target) -> ArgResult<u64> {
+    let started = Instant::now();
+    let keys = target_keys(ctx, db, user, target)?;
+    let counted = if soft {
+        soften_keys(ctx, db, keys)
+    } else {
+        let deleted = delete_keys(ctx, keys);
+        match target {
+            Target::Prefix { prefix, exact } => {
+                let coverage = if *exact { Coverage::exact(prefix) } else { Coverage::prefix(prefix) };
+                store::with(|s| s.db(db).remove_covered(&coverage));
+            }
+            Target::Tags(_) => forget_keys(db, &deleted),
+        }
+        deleted.len() as u64
+    };
+    let entries = match (soft, target) {
+        (false, Target::Prefix { .. }) => &STATS.purged_entries,
+        (true, Target::Prefix { .. }) => &STATS.soft_purged_entries,
+        (false, Target::Tags(_)) => &STATS.tag_purged_entries,
+        (true, Target::Tags(_)) => &STATS.soft_tag_purged_entries,
+    };
+    bump(entries, counted);
+    STATS.purge_took(started.elapsed().as_micros() as u64);
+    Ok(counted)
+}
+
+/// Counts a purge command that succeeded (once, on the server that took it).
+pub fn count_purge_command(soft: bool, target: &Target) {
+    let commands = match (soft, target) {
+        (false, Target::Prefix { .. }) => &STATS.purges,
+        (true, Target::Prefix { .. }) => &STATS.soft_purges,
+        (false, Target::Tags(_)) => &STATS.tag_purges,
+        (true, Target::Tags(_)) => &STATS.soft_tag_purges,
+    };
+    bump(commands, 1);
+}
+
+/// PURGE, SOFTPURGE, PURGETAG, SOFTPURGETAG: here, or on every primary of a cluster.
+fn purge_command(ctx: Ctx, soft: bool, target: Target) -> ArgResult<Reply> {
+    let db = ctx.selected_db();
+    let user = ctx.acl_user();
+    if cluster::fans_out(ctx, &target) {
+        // Refused here, the request never reaches the other primaries.
+        check_locally(ctx, db, &user, &target)?;
+        drop(user);
+        if cluster::start_purge(ctx, db, soft, target.clone())? {
+            return Ok(Reply::Sent);
+        }
+        let n = purge_locally(ctx, db, &ctx.acl_user(), soft, &target)?;
+        count_purge_command(soft, &target);
+        return Ok(Reply::Int(n as i64));
+    }
+    let n = purge_locally(ctx, db, &user, soft, &target)?;
+    count_purge_command(soft, &target);
+    Ok(Reply::Int(n as i64))
 }
 
 fn purge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_purge("rcache.purge", argv, &config::limits())?;
-    let started = Instant::now();
-    let coverage = coverage_of(&req);
-    let db = ctx.selected_db();
-    let keys = covered_keys(ctx, db, &coverage)?;
-    let deleted = delete_keys(ctx, keys);
-    store::with(|s| s.db(db).remove_covered(&coverage));
-    bump(&STATS.purges, 1);
-    bump(&STATS.purged_entries, deleted.len() as u64);
-    STATS.purge_took(started.elapsed().as_micros() as u64);
-    Ok(Reply::Int(deleted.len() as i64))
+    purge_command(ctx, false, Target::Prefix { prefix: req.prefix.to_vec(), exact: req.exact })
 }
 
 fn softpurge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_purge("rcache.softpurge", argv, &config::limits())?;
-    let started = Instant::now();
-    let db = ctx.selected_db();
-    let keys = covered_keys(ctx, db, &coverage_of(&req))?;
-    let softened = soften_keys(ctx, db, keys);
-    bump(&STATS.soft_purges, 1);
-    bump(&STATS.soft_purged_entries, softened);
-    STATS.purge_took(started.elapsed().as_micros() as u64);
-    Ok(Reply::Int(softened as i64))
+    purge_command(ctx, true, Target::Prefix { prefix: req.prefix.to_vec(), exact: req.exact })
 }
 
 fn purgetag_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let tags = args::parse_purgetag("rcache.purgetag", argv)?;
-    let started = Instant::now();
-    let db = ctx.selected_db();
-    let keys = tagged_keys(ctx, db, &tags)?;
-    let deleted = delete_keys(ctx, keys);
-    forget_keys(db, &deleted);
-    bump(&STATS.tag_purges, 1);
-    bump(&STATS.tag_purged_entries, deleted.len() as u64);
-    STATS.purge_took(started.elapsed().as_micros() as u64);
-    Ok(Reply::Int(deleted.len() as i64))
+    purge_command(ctx, false, Target::Tags(tags.iter().map(|t| t.to_vec()).collect()))
 }
 
 fn softpurgetag_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let tags = args::parse_purgetag("rcache.softpurgetag", argv)?;
-    let started = Instant::now();
-    let db = ctx.selected_db();
-    let keys = tagged_keys(ctx, db, &tags)?;
-    let softened = soften_keys(ctx, db, keys);
-    bump(&STATS.soft_tag_purges, 1);
-    bump(&STATS.soft_tag_purged_entries, softened);
-    STATS.purge_took(started.elapsed().as_micros() as u64);
-    Ok(Reply::Int(softened as i64))
+    purge_command(ctx, true, Target::Tags(tags.iter().map(|t| t.to_vec()).collect()))
 }
 
 /// Drops deleted entry keys from the index of `db`.
@@ -390,12 +428,21 @@ fn soften_keys(ctx: Ctx, db: i32, keys: Vec<Vec<u8>>) -> u64 {
     softened + deleted.len() as u64
 }
 
+/// LIST's page from this server's index.
+pub fn list_locally(ctx: Ctx, db: i32, prefix: &[u8], after: Option<&[u8]>, count: usize) -> Vec<Vec<u8>> {
+    events::process_pending(ctx);
+    let coverage = Coverage::prefix(prefix);
+    store::with(|s| s.existing_db(db).map(|d| d.paths.list(&coverage, after, count)).unwrap_or_default())
+}
+
 fn list_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_list(argv, &config::limits())?;
-    events::process_pending(ctx);
     let db = ctx.selected_db();
-    let coverage = Coverage::prefix(req.prefix);
-    let paths = store::with(|s| s.existing_db(db).map(|d| d.paths.list(&coverage, req.after, req.count)).unwrap_or_default());
+    let paths = list_locally(ctx, db, req.prefix, req.after, req.count);
+    let target = Target::Prefix { prefix: req.prefix.to_vec(), exact: false };
+    if cluster::fans_out(ctx, &target) && cluster::start_list(ctx, db, req.prefix, req.after, req.count, paths.clone())? {
+        return Ok(Reply::Sent);
+    }
     Ok(Reply::Paths(paths))
 }
 
@@ -412,8 +459,7 @@ fn notify(ctx: Ctx, class: std::ffi::c_int, event: &CStr, key: &RString) {
 
 /// PURGE and PURGETAG remove only what the caller may write: one path outside its ACL
 /// key permissions refuses the whole request.
-fn check_write_permission<'a>(ctx: Ctx, paths: impl Iterator<Item = &'a [u8]>) -> ArgResult<()> {
-    let user = ctx.acl_user();
+fn check_write_permission<'a>(user: &AclUser, paths: impl Iterator<Item = &'a [u8]>) -> ArgResult<()> {
     let mut last: Option<&[u8]> = None;
     for path in paths {
         if last != Some(path) && !user.may_write(path) {

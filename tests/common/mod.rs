@@ -2,6 +2,8 @@
 //! loopback ports, killed when the handle drops (also when a test fails).
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -131,6 +133,13 @@ impl Server {
         }
         self.args.extend(extra.iter().map(|s| s.to_string()));
         self.spawn();
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, ...) to the server process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").arg(format!("-{name}")).arg(pid).status().expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
     }
 
     /// Whether the process is still running (it did not crash).

@@ -1,0 +1,277 @@
+//! Redis Cluster glue: the primary that takes a PURGE / SOFTPURGE of a prefix without
+//! a hash tag, a PURGETAG / SOFTPURGETAG or a LIST has every other primary do its part
+//! over the cluster bus, and answers once all have (see docs/cluster.md).
+//!
+//! A purge runs in two phases: every primary first decides NOPERM (the check), and
+//! only when all allowed it does each remove its part (the act). The taking client
+//! waits blocked (the server does not) for at most `rcache.cluster-timeout`; then it
+//! gets `TRYAGAIN`. The local part of every purge goes through
+//! `commands::purge_locally`, the one place a purge touches entries.
+
+use std::ffi::{c_char, c_int, c_uchar, c_void};
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
+
+use redis_module::raw;
+
+use crate::core::cluster::{self, Answer, Message, NodeId, Op, Outcome, Pending, Phase, Progress, Request, Scope, Served, Table, Target};
+use crate::core::config;
+use crate::ffi::cluster::{payload, sender_id, Blocked};
+use crate::ffi::{self, Ctx};
+use crate::server::commands;
+use crate::server::guard::guarded;
+
+/// What a fanned-out command does once every primary answered.
+#[derive(Debug, Clone)]
+enum Job {
+    Purge { db: i32, user: Vec<u8>, soft: bool, target: Target },
+    List,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    client: Blocked,
+    job: Job,
+}
+
+/// Handed from the bus receiver to the blocked client's reply callback.
+struct Finished {
+    job: Job,
+    outcome: Outcome,
+}
+
+#[derive(Default)]
+struct State {
+    table: Table<Waiter>,
+    served: Served,
+    next_id: u64,
+}
+
+static STATE: LazyLock<Mutex<State>> = LazyLock::new(Default::default);
+
+/// The cluster state; like the index's lock, never held across a call into Redis.
+fn state() -> MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Past its deadline, a request still in the table belongs to a client that went away
+/// (a connected one got its timeout callback): this long after, a timer frees it.
+const SWEEP_AFTER_DEADLINE_MS: i64 = 1000;
+
+pub fn register(ctx: Ctx) {
+    ctx.register_cluster_receiver(cluster::MESSAGE_TYPE, on_message);
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(ffi::milliseconds()).unwrap_or(0)
+}
+
+/// Whether a purge of `target` taken here must reach the other primaries: in cluster
+/// mode, on a primary, unless the prefix's hash tag keeps it in one slot.
+pub fn fans_out(ctx: Ctx, target: &Target) -> bool {
+    ctx.in_cluster()
+        && ctx.is_primary()
+        && match target {
+            Target::Prefix { prefix, .. } => cluster::prefix_scope(prefix) == Scope::AllSlots,
+            Target::Tags(_) => true,
+        }
+}
+
+/// The other primaries to ask. A primary the cluster agreed has failed is left out:
+/// its slots now belong to its promoted replica, or the cluster is down and nothing
+/// fans out (`CLUSTERDOWN`).
+fn other_primaries(ctx: Ctx) -> Result<Vec<NodeId>, String> {
+    if !ctx.cluster_state_ok() {
+        return Err("CLUSTERDOWN The cluster is down".into());
+    }
+    Ok(ctx.cluster_nodes().into_iter().filter(|n| n.primary && !n.myself && !n.failed).map(|n| n.id).collect())
+}
+
+/// Starts a cluster-wide purge (its check phase) for the calling client, whose own
+/// NOPERM check already passed. `Ok(false)`: there is no other primary, purge locally.
+pub fn start_purge(ctx: Ctx, db: i32, soft: bool, target: Target) -> Result<bool, String> {
+    let user = ctx.acl_user_name();
+    let check = Op::Check { user: user.clone(), target: target.clone() };
+    start(ctx, db, Job::Purge { db, user, soft, target }, check, Phase::Check, Vec::new(), 0)
+}
+
+/// Starts a cluster-wide LIST; `local` is this primary's page. `Ok(false)`: no other primary.
+pub fn start_list(ctx: Ctx, db: i32, prefix: &[u8], after: Option<&[u8]>, count: usize, local: Vec<Vec<u8>>) -> Result<bool, String> {
+    let op = Op::List { prefix: prefix.to_vec(), after: after.map(<[u8]>::to_vec), count: u32::try_from(count).unwrap_or(u32::MAX) };
+    start(ctx, db, Job::List, op, Phase::List, local, count)
+}
+
+fn start(ctx: Ctx, db: i32, job: Job, op: Op, phase: Phase, paths: Vec<Vec<u8>>, list_count: usize) -> Result<bool, String> {
+    let targets = other_primaries(ctx)?;
+    if targets.is_empty() {
+        return Ok(false);
+    }
+    if !ctx.may_block() {
+        return Err("ERR a cluster-wide rcache command cannot run inside MULTI/EXEC or a script".into());
+    }
+    let timeout_ms = config::CLUSTER_TIMEOUT.get();
+    let deadline_ms = now_ms().saturating_add(timeout_ms as u64);
+    let client = ctx.block_client(on_reply, on_timeout, free_finished, timeout_ms);
+    let id = {
+        let mut s = state();
+        // Ids start from the clock so a restarted node does not reuse recent ones.
+        if s.next_id == 0 {
+            s.next_id = now_ms() << 16;
+        }
+        s.next_id += 1;
+        let id = s.next_id;
+        let mut pending = Pending::new(Waiter { client, job }, phase, deadline_ms, targets.clone());
+        pending.paths = paths;
+        pending.list_count = list_count;
+        s.table.insert(id, pending);
+        id
+    };
+    send_all(ctx, &targets, &Message::Request(Request { id, deadline_ms, db, op }));
+    ctx.create_timer(timeout_ms + 2 * SWEEP_AFTER_DEADLINE_MS, sweep);
+    Ok(true)
+}
+
+/// Sends to each node; one that cannot be reached now simply does not answer, and
+/// the request ends at its deadline.
+fn send_all(ctx: Ctx, to: &[NodeId], message: &Message) {
+    let bytes = cluster::encode(message);
+    for node in to {
+        ctx.send_cluster_message(node, cluster::MESSAGE_TYPE, &bytes);
+    }
+}
+
+unsafe extern "C" fn on_message(ctx: *mut raw::RedisModuleCtx, sender: *const c_char, _type: u8, data: *const c_uchar, len: u32) {
+    let ctx = Ctx::from_raw(ctx);
+    guarded(ctx, "cluster message", || (), || {
+        let Some(from) = sender_id(sender) else { return };
+        match cluster::decode(payload(data, len)) {
+            Ok(Message::Request(request)) => serve(ctx, &from, request),
+            Ok(Message::Reply { id, answer }) => answered(ctx, &from, id, answer),
+            Err(e) => ctx.log(c"warning", &format!("rcache: ignored a cluster message from {}: {}", ffi::cluster::node_name(&from), e.0)),
+        }
+    });
+}
+
+/// Runs this primary's part of another primary's request and answers it.
+fn serve(ctx: Ctx, from: &NodeId, request: Request) {
+    // The bus reaches replicas too: their primary does the work (and replicates it).
+    if !ctx.is_primary() {
+        return;
+    }
+    let now = now_ms();
+    // Late (the sender no longer waits) or a second delivery: doing it now could
+    // remove entries stored after the command replied.
+    if request.deadline_ms < now || !state().served.first_time(from, &request, now) {
+        return;
+    }
+    let answer = if !ctx.select_db(request.db) {
+        Answer::Error(format!("ERR DB index {} is out of range on a cluster node", request.db))
+    } else {
+        match request.op {
+            Op::Check { user, target } => match commands::check_locally(ctx, request.db, &ctx.acl_user_named(&user), &target) {
+                Ok(()) => Answer::Allowed,
+                Err(e) => Answer::Error(e),
+            },
+            Op::Purge { user, soft, target } => match commands::purge_locally(ctx, request.db, &ctx.acl_user_named(&user), soft, &target) {
+                Ok(n) => Answer::Count(n),
+                Err(e) => Answer::Error(e),
+            },
+            Op::List { prefix, after, count } => {
+                let count = (count as usize).min(crate::core::args::MAX_LIST_COUNT);
+                Answer::Paths(commands::list_locally(ctx, request.db, &prefix, after.as_deref(), count))
+            }
+        }
+    };
+    send_all(ctx, &[*from], &Message::Reply { id: request.id, answer });
+}
+
+/// Files an answer to one of our requests; moves it on when it was the last one.
+fn answered(ctx: Ctx, from: &NodeId, id: u64, answer: Answer) {
+    let progress = state().table.answer(id, from, answer);
+    match progress {
+        Progress::Ignored | Progress::Waiting => {}
+        Progress::Allowed => act(ctx, id),
+        Progress::Done(waiter, outcome) => waiter.client.unblock(Some(Box::new(Finished { job: waiter.job, outcome }))),
+    }
+}
+
+/// Every primary allowed the purge: this primary removes its part, then asks the others.
+fn act(ctx: Ctx, id: u64) {
+    let found = state().table.get_mut(id).map(|p| (p.waiter.job.clone(), p.asked.clone(), p.deadline_ms));
+    let Some((Job::Purge { db, user, soft, target }, asked, deadline_ms)) = found else { return };
+    let local = if ctx.select_db(db) {
+        commands::purge_locally(ctx, db, &ctx.acl_user_named(&user), soft, &target)
+    } else {
+        Err(format!("ERR DB index {db} is out of range"))
+    };
+    match local {
+        Ok(n) => {
+            state().table.start_act(id, n);
+            let op = Op::Purge { user, soft, target };
+            send_all(ctx, &asked, &Message::Request(Request { id, deadline_ms, db, op }));
+        }
+        Err(e) => {
+            if let Some(p) = state().table.remove(id) {
+                p.waiter.client.unblock(Some(Box::new(Finished { job: p.waiter.job, outcome: Outcome::Error(e) })));
+            }
+        }
+    }
+}
+
+unsafe extern "C" fn on_reply(ctx: *mut raw::RedisModuleCtx, _argv: *mut *mut raw::RedisModuleString, _argc: c_int) -> c_int {
+    let ctx = Ctx::from_raw(ctx);
+    guarded(ctx, "cluster reply", || ctx.reply_error("ERR internal error in a cluster-wide command; see the server log"), || {
+        // Safety: every unblock of a client blocked here hands a `Finished`.
+        match unsafe { ctx.blocked_data::<Finished>() } {
+            Some(Finished { job, outcome: Outcome::Count(n) }) => {
+                if let Job::Purge { soft, target, .. } = job {
+                    commands::count_purge_command(*soft, target);
+                }
+                ctx.reply_i64(i64::try_from(*n).unwrap_or(i64::MAX));
+            }
+            Some(Finished { outcome: Outcome::Paths(paths), .. }) => {
+                ctx.reply_array(paths.len());
+                paths.iter().for_each(|p| ctx.reply_bulk(p));
+            }
+            Some(Finished { outcome: Outcome::Error(e), .. }) => ctx.reply_error(&commands::printable(e)),
+            None => ctx.reply_error("ERR a cluster-wide command ended without an outcome"),
+        }
+    });
+    raw::REDISMODULE_OK as c_int
+}
+
+unsafe extern "C" fn on_timeout(ctx: *mut raw::RedisModuleCtx, _argv: *mut *mut raw::RedisModuleString, _argc: c_int) -> c_int {
+    let ctx = Ctx::from_raw(ctx);
+    guarded(ctx, "cluster timeout", || ctx.reply_error("ERR internal error in a cluster-wide command; see the server log"), || {
+        let handle = ctx.blocked_handle();
+        let found = state().table.take_where(|w| w.client.same(handle));
+        let timeout_ms = config::CLUSTER_TIMEOUT.get();
+        match found {
+            Some((_, p)) => {
+                ctx.reply_error(&cluster::timeout_error(p.phase, p.answered(), p.asked.len() + 1, timeout_ms));
+                // Redis frees a timed-out blocked client only once it is unblocked.
+                p.waiter.client.unblock::<Finished>(None);
+            }
+            None => ctx.reply_error(&format!("TRYAGAIN the cluster did not answer within rcache.cluster-timeout ({timeout_ms} ms)")),
+        }
+    });
+    raw::REDISMODULE_OK as c_int
+}
+
+unsafe extern "C" fn free_finished(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
+    if !data.is_null() {
+        drop(unsafe { Box::from_raw(data.cast::<Finished>()) });
+    }
+}
+
+/// Requests still waiting well after their deadline: their clients disconnected (no
+/// timeout callback then); unblocking frees what Redis keeps for them.
+unsafe extern "C" fn sweep(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    let ctx = Ctx::from_raw(ctx);
+    guarded(ctx, "cluster sweep", || (), || {
+        let stale = state().table.expired(now_ms().saturating_sub(SWEEP_AFTER_DEADLINE_MS as u64));
+        for (_, p) in stale {
+            let error = cluster::timeout_error(p.phase, p.answered(), p.asked.len() + 1, config::CLUSTER_TIMEOUT.get());
+            p.waiter.client.unblock(Some(Box::new(Finished { job: p.waiter.job, outcome: Outcome::Error(error) })));
+        }
+    });
+}

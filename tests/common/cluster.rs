@@ -1,0 +1,136 @@
+//! A real Redis Cluster for tests: servers with the module on loopback ports, slots
+//! assigned by `redis-cli --cluster create`, routing done by asking the cluster.
+
+use std::process::Command;
+
+use super::*;
+
+pub struct Cluster {
+    pub nodes: Vec<Server>,
+}
+
+fn node_args(node_timeout_ms: u64) -> Vec<String> {
+    ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", &node_timeout_ms.to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+impl Cluster {
+    /// `primaries` primaries (3 or more, as `redis-cli --cluster create` wants), each
+    /// with the module loaded with `module_args`.
+    pub fn start(primaries: usize, node_timeout_ms: u64, module_args: &[&str]) -> Cluster {
+        let args = node_args(node_timeout_ms);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let nodes: Vec<Server> = (0..primaries).map(|_| Server::start_with(&args, module_args)).collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        let cluster = Cluster { nodes };
+        cluster.wait_stable();
+        cluster
+    }
+
+    /// Adds a replica of primary `of` (an index into `nodes`); returns its index.
+    pub fn add_replica(&mut self, of: usize, node_timeout_ms: u64, module_args: &[&str]) -> usize {
+        let args = node_args(node_timeout_ms);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let replica = Server::start_with(&args, module_args);
+        let primary_id = self.id(of);
+        q::<()>(&mut replica.conn(), &["CLUSTER", "MEET", "127.0.0.1", &self.nodes[0].port.to_string()]);
+        self.nodes.push(replica);
+        let at = self.nodes.len() - 1;
+        assert!(
+            eventually(30, || cmd("CLUSTER").arg("REPLICATE").arg(&primary_id).query::<()>(&mut self.nodes[at].conn()).is_ok()),
+            "the new node never learnt of its primary"
+        );
+        self.wait_stable();
+        assert!(
+            eventually(30, || q::<String>(&mut self.nodes[at].conn(), &["INFO", "replication"]).contains("master_link_status:up")),
+            "the replica never synced"
+        );
+        at
+    }
+
+    pub fn id(&self, node: usize) -> String {
+        q(&mut self.nodes[node].conn(), &["CLUSTER", "MYID"])
+    }
+
+    /// Waits until every live node sees the cluster up, knows every node, and has its
+    /// bus links connected (so fanned-out requests can reach everyone).
+    pub fn wait_stable(&self) {
+        let n = self.nodes.len();
+        let stable = eventually(60, || {
+            self.nodes.iter().all(|node| {
+                let Ok(mut c) = node.try_conn() else { return false };
+                let info: String = cmd("CLUSTER").arg("INFO").query(&mut c).unwrap_or_default();
+                let nodes: String = cmd("CLUSTER").arg("NODES").query(&mut c).unwrap_or_default();
+                info.contains("cluster_state:ok")
+                    && nodes.lines().filter(|l| !l.contains("fail")).count() >= n
+                    && nodes.lines().all(|l| l.contains("connected") || l.contains("fail"))
+            })
+        });
+        assert!(stable, "the cluster did not settle");
+    }
+
+    /// The index of the node serving `key`'s slot as a primary.
+    pub fn owner(&self, key: &str) -> usize {
+        let slot: i64 = q(&mut self.nodes[0].conn(), &["CLUSTER", "KEYSLOT", key]);
+        self.owner_of_slot(slot)
+    }
+
+    pub fn owner_of_slot(&self, slot: i64) -> usize {
+        for node in &self.nodes {
+            let Ok(mut c) = node.try_conn() else { continue };
+            let Ok(Value::Array(ranges)) = cmd("CLUSTER").arg("SLOTS").query::<Value>(&mut c) else { continue };
+            for range in ranges {
+                let Value::Array(parts) = range else { continue };
+                let (Some(Value::Int(lo)), Some(Value::Int(hi)), Some(Value::Array(primary))) = (parts.first(), parts.get(1), parts.get(2)) else {
+                    continue;
+                };
+                if (*lo..=*hi).contains(&slot) {
+                    if let Some(Value::Int(port)) = primary.get(1) {
+                        if let Some(at) = self.nodes.iter().position(|n| i64::from(n.port) == *port) {
+                            return at;
+                        }
+                    }
+                }
+            }
+        }
+        panic!("no node serves slot {slot}")
+    }
+
+    /// A connection to the primary serving `key`.
+    pub fn conn_for(&self, key: &str) -> Connection {
+        self.nodes[self.owner(key)].conn()
+    }
+
+    pub fn primaries(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i]
+                    .try_conn()
+                    .ok()
+                    .and_then(|mut c| cmd("ROLE").query::<Vec<Value>>(&mut c).ok())
+                    .is_some_and(|role| matches!(role.first(), Some(Value::BulkString(r)) if r == b"master"))
+            })
+            .collect()
+    }
+
+    /// Entry keys on every primary, and checks each primary's index matches its keys.
+    pub fn assert_indexes_exact(&self) -> usize {
+        let mut total = 0;
+        for i in self.primaries() {
+            let mut c = self.nodes[i].conn();
+            let keys = entry_keys(&mut c);
+            assert_eq!(info_u64(&mut c, "entries") as usize, keys.len(), "node {i}'s index does not match its entry keys");
+            total += keys.len();
+        }
+        total
+    }
+}
