@@ -34,7 +34,7 @@ fn purges_across_slots_on_a_cluster_node() {
 
 // ---- A real cluster: 3 primaries, each command through the node a client routes it to ----
 
-use common::cluster::Cluster;
+use common::cluster::{Cluster, Router};
 
 /// 6 sections /t/1../t/6, 5 paths each, 2 variants each; section i's entries carry
 /// tag `s<i>`, and every entry the tag `all`. 60 entries spread over the primaries.
@@ -197,4 +197,129 @@ fn a_stopped_primary_means_tryagain_within_the_timeout_and_a_retry_succeeds() {
     assert_eq!(total_entries(&cl), 60);
     assert_eq!(q::<i64>(&mut cl.nodes[taker].conn(), &["RCACHE.PURGETAG", "all"]), 60);
     assert_eq!(total_entries(&cl), 0);
+}
+
+/// A slot full of entries moves by hand (SETSLOT IMPORTING / MIGRATING, MIGRATE in
+/// batches, SETSLOT NODE) while a writer keeps storing entries in it and a purger
+/// keeps purging them and reading them back, both through a cluster client that
+/// follows ASK and retries TRYAGAIN.
+#[test]
+fn a_slot_moves_under_a_writer_and_a_purger() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let cl = Cluster::start(3, 15000, &[]);
+    let slot: i64 = q(&mut cl.nodes[0].conn(), &["CLUSTER", "KEYSLOT", "{site}"]);
+    let from = cl.owner_of_slot(slot);
+    let to = (from + 1) % 3;
+    let (from_id, to_id) = (cl.id(from), cl.id(to));
+    const PATHS: usize = 400;
+    // When each value's SET returned (None while it is in flight): a value stored
+    // before a purge was taken must never be read after that purge returned.
+    let stored: Arc<Mutex<HashMap<String, Option<Instant>>>> = Default::default();
+    {
+        let mut c = cl.nodes[from].conn();
+        for i in 0..PATHS {
+            for v in 0..3 {
+                let value = format!("init-{i}-{v}");
+                set(&mut c, &[&format!("{{site}}/p/{i}"), &value, "QUERY", &format!("v={v}")]);
+                stored.lock().unwrap().insert(value, Some(Instant::now()));
+            }
+        }
+        // Entries elsewhere, which the move must leave alone.
+        for i in 0..50 {
+            set(&mut cl.conn_for(&format!("/other/{i}")), &[&format!("/other/{i}"), "v"]);
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let start_port = cl.nodes[0].port;
+
+    let writer = {
+        let (stop, stored) = (stop.clone(), stored.clone());
+        std::thread::spawn(move || {
+            let mut r = Router::new(start_port);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let value = format!("w{n}");
+                let path = format!("{{site}}/p/{}", n as usize % PATHS);
+                stored.lock().unwrap().insert(value.clone(), None);
+                let reply: String = r.run(&["RCACHE.SET", &path, &value, "QUERY", &format!("v={}", n % 3)]).expect("SET");
+                assert_eq!(reply, "OK");
+                stored.lock().unwrap().insert(value, Some(Instant::now()));
+            }
+            (n, r.tryagains)
+        })
+    };
+    let purger = {
+        let (stop, stored) = (stop.clone(), stored.clone());
+        std::thread::spawn(move || {
+            let mut r = Router::new(start_port);
+            let (mut purges, mut reads, mut violations) = (0u64, 0u64, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                // One path at a time, so the rest of the slot stays to be moved.
+                let path = format!("{{site}}/p/{}", (purges as usize * 37) % PATHS);
+                let taken = Instant::now();
+                let _: i64 = r.run(&["RCACHE.PURGE", &path]).expect("PURGE");
+                purges += 1;
+                for v in 0..3 {
+                    let got: Option<String> = r.run(&["RCACHE.GET", &path, "QUERY", &format!("v={v}")]).expect("GET");
+                    reads += 1;
+                    if let Some(value) = got {
+                        let at = stored.lock().unwrap().get(&value).copied();
+                        let Some(at) = at else { panic!("{path}: {value} was never stored") };
+                        if at.is_some_and(|at| at < taken) {
+                            violations.push(format!("{path}: {value} was stored before purge {purges}"));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (purges, reads, violations, r.tryagains)
+        })
+    };
+
+    // Move the slot by hand, in small batches, slowly enough for both to race it.
+    let mut to_conn = cl.nodes[to].conn();
+    let mut from_conn = cl.nodes[from].conn();
+    q::<()>(&mut to_conn, &["CLUSTER", "SETSLOT", &slot.to_string(), "IMPORTING", &from_id]);
+    q::<()>(&mut from_conn, &["CLUSTER", "SETSLOT", &slot.to_string(), "MIGRATING", &to_id]);
+    let mut moved = 0;
+    loop {
+        let keys: Vec<String> = q(&mut from_conn, &["CLUSTER", "GETKEYSINSLOT", &slot.to_string(), "5"]);
+        if keys.is_empty() {
+            break;
+        }
+        let port = cl.nodes[to].port.to_string();
+        let mut words = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        words.extend(keys.iter().map(String::as_str));
+        let reply: String = q(&mut from_conn, &words); // a BUSYKEY here fails the test
+        assert!(reply == "OK" || reply == "NOKEY", "{reply}");
+        moved += keys.len();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for node in &cl.nodes {
+        q::<()>(&mut node.conn(), &["CLUSTER", "SETSLOT", &slot.to_string(), "NODE", &to_id]);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let (writes, writer_tryagains) = writer.join().expect("writer");
+    let (purges, reads, violations, purger_tryagains) = purger.join().expect("purger");
+    assert!(writer_tryagains > 0, "the writer met the move");
+    eprintln!("moved {moved} keys; {writes} SETs ({writer_tryagains} TRYAGAIN), {purges} purges, {reads} GETs ({purger_tryagains} TRYAGAIN)");
+    assert!(violations.is_empty(), "purged entries were served: {violations:?}");
+    assert!(moved > 300 && purges > 20, "the move and the purges raced: {moved} keys, {purges} purges");
+
+    // Afterwards every node's index matches its keys; the slot lives on `to` only.
+    cl.wait_stable();
+    cl.assert_indexes_exact();
+    assert_eq!(q::<i64>(&mut cl.nodes[from].conn(), &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]), 0);
+    let keys_there: i64 = q(&mut cl.nodes[to].conn(), &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]);
+    let removed: i64 = q(&mut cl.nodes[to].conn(), &["RCACHE.PURGE", "{site}/"]);
+    assert_eq!(removed, keys_there);
+    let others: Vec<String> = q(&mut cl.nodes[cl.owner("/other")].conn(), &["RCACHE.LIST", "/other", "COUNT", "1000"]);
+    assert_eq!(others.len(), 50);
+    assert_eq!(cl.assert_indexes_exact(), 50);
 }

@@ -55,6 +55,65 @@ pub fn prefix_scope(prefix: &[u8]) -> Scope {
     }
 }
 
+/// The slots this node serves as a primary, from its line in `CLUSTER NODES`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SlotSet([u64; SLOTS as usize / 64]);
+
+impl Default for SlotSet {
+    fn default() -> Self {
+        SlotSet([0; SLOTS as usize / 64])
+    }
+}
+
+impl std::fmt::Debug for SlotSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SlotSet({} slots)", self.0.iter().map(|w| w.count_ones()).sum::<u32>())
+    }
+}
+
+impl SlotSet {
+    pub fn contains(&self, slot: u16) -> bool {
+        let slot = usize::from(slot % SLOTS);
+        self.0[slot / 64] & (1 << (slot % 64)) != 0
+    }
+
+    fn insert(&mut self, slot: u16) {
+        let slot = usize::from(slot % SLOTS);
+        self.0[slot / 64] |= 1 << (slot % 64);
+    }
+
+    /// Parses `CLUSTER NODES`: the `myself` line's slot ranges (`0-5460`, `5461`).
+    /// A slot this node is importing (`[93-<-id]`) is not its own yet; one it is
+    /// migrating (`[93->-id]`) still is, and is listed in a range too.
+    pub fn from_cluster_nodes(text: &[u8]) -> SlotSet {
+        let mut set = SlotSet::default();
+        let Some(line) = text.split(|&b| b == b'\n').find(|l| {
+            l.split(|&b| b == b' ').nth(2).is_some_and(|flags| flags.split(|&b| b == b',').any(|f| f == b"myself"))
+        }) else {
+            return set;
+        };
+        let slot = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.trim().parse::<u16>().ok()).filter(|&n| n < SLOTS);
+        for field in line.split(|&b| b == b' ').skip(8) {
+            if field.starts_with(b"[") {
+                continue;
+            }
+            let mut ends = field.splitn(2, |&b| b == b'-');
+            let (Some(lo), hi) = (ends.next().and_then(slot), ends.next()) else { continue };
+            let hi = match hi {
+                Some(h) => match slot(h) {
+                    Some(h) => h,
+                    None => continue,
+                },
+                None => lo,
+            };
+            for s in lo..=hi {
+                set.insert(s);
+            }
+        }
+        set
+    }
+}
+
 // ---- Messages ----
 
 /// A cluster node's id, as Redis names it (40 hex characters, not NUL-terminated).
@@ -80,6 +139,9 @@ pub enum Op {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub id: u64,
+    /// When the command was taken, ms since the epoch (the sender's clock): entries
+    /// stored before it are the ones a purge covers.
+    pub issued_ms: u64,
     /// Ms since the epoch (the sender's clock) after which the sender no longer waits.
     pub deadline_ms: u64,
     pub db: i32,
@@ -172,6 +234,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
                 Op::List { .. } => w.u8(LIST),
             }
             w.u64(r.id);
+            w.u64(r.issued_ms);
             w.u64(r.deadline_ms);
             w.u32(r.db as u32);
             match &r.op {
@@ -299,7 +362,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         if !(PURGE..=CHECK).contains(&kind) {
             return Err(DecodeError("unknown message kind"));
         }
-        let (id, deadline_ms, db) = (r.u64()?, r.u64()?, r.u32()? as i32);
+        let (id, issued_ms, deadline_ms, db) = (r.u64()?, r.u64()?, r.u64()?, r.u32()? as i32);
         let op = match kind {
             CHECK => {
                 let of = r.u8()?;
@@ -320,7 +383,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
                 Op::Purge { user, soft: matches!(kind, SOFTPURGE | SOFTPURGETAG), target: read_target(&mut r, kind)? }
             }
         };
-        Message::Request(Request { id, deadline_ms, db, op })
+        Message::Request(Request { id, issued_ms, deadline_ms, db, op })
     };
     if !r.0.is_empty() {
         return Err(DecodeError("trailing bytes"));
@@ -517,6 +580,51 @@ pub fn timeout_error(phase: Phase, answered: usize, primaries: usize, timeout_ms
     format!("TRYAGAIN only {answered} of {primaries} cluster primaries answered within rcache.cluster-timeout ({timeout_ms} ms){effect}")
 }
 
+// ---- Purges that may race a slot migration ----
+
+/// A purge part this primary ran for a cluster-wide purge, kept while the purge may
+/// still be running elsewhere: an entry it covers can arrive here afterwards from a
+/// primary that had not run its part yet (MIGRATE), and must then be removed too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeRecord {
+    pub db: i32,
+    pub target: Target,
+    pub issued_ms: u64,
+    pub keep_until_ms: u64,
+}
+
+impl PurgeRecord {
+    fn covers(&self, db: i32, path: &[u8], tags: &[&[u8]], stored_at_ms: u64) -> bool {
+        db == self.db
+            && stored_at_ms < self.issued_ms
+            && match &self.target {
+                Target::Prefix { prefix, exact: true } => path::Coverage::exact(prefix).covers(path),
+                Target::Prefix { prefix, exact: false } => path::Coverage::prefix(prefix).covers(path),
+                Target::Tags(purged) => tags.iter().any(|t| purged.iter().any(|p| p == t)),
+            }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RecentPurges(Vec<PurgeRecord>);
+
+impl RecentPurges {
+    pub fn add(&mut self, record: PurgeRecord, now_ms: u64) {
+        self.0.retain(|r| r.keep_until_ms >= now_ms);
+        self.0.push(record);
+    }
+
+    /// Whether an entry (its db, path, tags and when it was stored) found now is one
+    /// that a recent purge covers.
+    pub fn covers(&self, db: i32, path: &[u8], tags: &[&[u8]], stored_at_ms: u64, now_ms: u64) -> bool {
+        self.0.iter().any(|r| r.keep_until_ms >= now_ms && r.covers(db, path, tags, stored_at_ms))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 // ---- Requests already served, on the receiving side ----
 
 /// (sender, request id, phase kind) of requests served, kept until their deadline so a
@@ -578,10 +686,25 @@ mod tests {
         assert_eq!(prefix_scope(b"/"), Scope::AllSlots);
     }
 
+    #[test]
+    fn my_slots_from_cluster_nodes() {
+        let text = b"07c3 127.0.0.1:30004@31004 master - 0 1 4 connected 10923-16383\n\
+e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 7000 [5461-<-292f] [93->-292f]\n\
+292f 127.0.0.1:30002@31002 master - 0 1 2 connected 5461-6999 7001-10922\n";
+        let set = SlotSet::from_cluster_nodes(text);
+        assert!(set.contains(0) && set.contains(5460) && set.contains(7000) && set.contains(93));
+        assert!(!set.contains(5461), "importing is not owning");
+        assert!(!set.contains(6999) && !set.contains(16383));
+        assert_eq!(format!("{set:?}"), "SlotSet(5462 slots)");
+        assert_eq!(SlotSet::from_cluster_nodes(b"garbage"), SlotSet::default());
+        let odd = SlotSet::from_cluster_nodes(b"a b myself,master - 0 0 1 connected 5-3 x-1 99999 16383-99999 12\n");
+        assert_eq!(format!("{odd:?}"), "SlotSet(1 slots)", "only `12` is a valid range");
+    }
+
     fn samples() -> Vec<Message> {
         let prefix = Target::Prefix { prefix: b"/t/5".to_vec(), exact: false };
         let tags = Target::Tags(vec![b"a".to_vec(), b"\xffb".to_vec()]);
-        let req = |op| Message::Request(Request { id: 7, deadline_ms: 1_700_000_000_000, db: 3, op });
+        let req = |op| Message::Request(Request { id: 7, issued_ms: 1_699_999_999_000, deadline_ms: 1_700_000_000_000, db: 3, op });
         vec![
             req(Op::Check { user: b"alice".to_vec(), target: prefix.clone() }),
             req(Op::Check { user: b"".to_vec(), target: tags.clone() }),
@@ -706,9 +829,27 @@ mod tests {
     }
 
     #[test]
+    fn recent_purges_catch_old_entries_arriving_late() {
+        let mut r = RecentPurges::default();
+        let prefix = |p: &[u8], exact| Target::Prefix { prefix: p.to_vec(), exact };
+        r.add(PurgeRecord { db: 0, target: prefix(b"/t/5", false), issued_ms: 1000, keep_until_ms: 5000 }, 0);
+        r.add(PurgeRecord { db: 0, target: Target::Tags(vec![b"x".to_vec()]), issued_ms: 1000, keep_until_ms: 5000 }, 0);
+        r.add(PurgeRecord { db: 0, target: prefix(b"/e", true), issued_ms: 1000, keep_until_ms: 5000 }, 0);
+        assert!(r.covers(0, b"/t/5/a", &[], 999, 2000));
+        assert!(!r.covers(0, b"/t/5/a", &[], 1000, 2000), "stored once the purge was taken");
+        assert!(!r.covers(0, b"/t/50", &[], 0, 2000));
+        assert!(!r.covers(1, b"/t/5", &[], 0, 2000), "another database");
+        assert!(r.covers(0, b"/other", &[b"y", b"x"], 0, 2000));
+        assert!(r.covers(0, b"/e", &[], 0, 2000) && !r.covers(0, b"/e/f", &[], 0, 2000));
+        assert!(!r.covers(0, b"/t/5/a", &[], 0, 5001), "kept only while the purge may still run");
+        r.add(PurgeRecord { db: 0, target: prefix(b"/z", false), issued_ms: 1, keep_until_ms: 9000 }, 6000);
+        assert_eq!(r.0.len(), 1, "expired records are dropped");
+    }
+
+    #[test]
     fn served_requests_are_not_served_twice() {
         let mut s = Served::default();
-        let check = Request { id: 1, deadline_ms: 50, db: 0, op: Op::Check { user: vec![], target: Target::Tags(vec![]) } };
+        let check = Request { id: 1, issued_ms: 0, deadline_ms: 50, db: 0, op: Op::Check { user: vec![], target: Target::Tags(vec![]) } };
         let act = Request { op: Op::Purge { user: vec![], soft: false, target: Target::Tags(vec![]) }, ..check.clone() };
         assert!(s.first_time(&A, &check, 10));
         assert!(!s.first_time(&A, &check, 10));

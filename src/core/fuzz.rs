@@ -377,7 +377,7 @@ proptest! {
                 let message = if shape == 7 {
                     cluster::Message::Reply { id, answer: cluster::Answer::Paths(words) }
                 } else {
-                    cluster::Message::Request(cluster::Request { id, deadline_ms: id / 3, db: 0, op })
+                    cluster::Message::Request(cluster::Request { id, issued_ms: id / 5, deadline_ms: id / 3, db: 0, op })
                 };
                 let mut b = cluster::encode(&message);
                 for (at, x) in flips {

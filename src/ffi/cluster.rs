@@ -3,7 +3,7 @@
 //! waits in. Kept apart (and minimal) so it can be unified with other blocked-client
 //! wrappers.
 
-use std::ffi::{c_char, c_int, c_longlong, c_uchar, c_void};
+use std::ffi::{c_char, c_int, c_longlong, c_uchar, c_void, CStr};
 
 use redis_module::raw;
 
@@ -140,20 +140,17 @@ impl Ctx {
             .collect()
     }
 
-    /// Whether this node sees the cluster as up (`cluster_state:ok` in CLUSTER INFO).
-    pub fn cluster_state_ok(&self) -> bool {
-        let reply = unsafe { rm!(RedisModule_Call(self.0, c"CLUSTER".as_ptr(), c"c".as_ptr(), c"INFO".as_ptr())) };
+    /// The text reply of `CLUSTER <sub>` (INFO, NODES), if it is one.
+    pub fn cluster_text(&self, sub: &CStr) -> Option<Vec<u8>> {
+        let reply = unsafe { rm!(RedisModule_Call(self.0, c"CLUSTER".as_ptr(), c"c".as_ptr(), sub.as_ptr())) };
         if reply.is_null() {
-            return false;
+            return None;
         }
         let mut len = 0usize;
         let p = unsafe { rm!(RedisModule_CallReplyStringPtr(reply, &mut len)) };
-        let ok = !p.is_null() && {
-            let text = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) };
-            text.split(|&b| b == b'\n').any(|l| l.trim_ascii() == b"cluster_state:ok")
-        };
+        let text = (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }.to_vec());
         unsafe { rm!(RedisModule_FreeCallReply(reply)) };
-        ok
+        text
     }
 
     /// Blocks the calling client (never the server) for at most `timeout_ms`.

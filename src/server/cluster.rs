@@ -9,11 +9,14 @@
 //! `commands::purge_locally`, the one place a purge touches entries.
 
 use std::ffi::{c_char, c_int, c_uchar, c_void};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 use redis_module::raw;
 
-use crate::core::cluster::{self, Answer, Message, NodeId, Op, Outcome, Pending, Phase, Progress, Request, Scope, Served, Table, Target};
+use crate::core::cluster::{
+    self, Answer, Message, NodeId, Op, Outcome, Pending, Phase, Progress, PurgeRecord, RecentPurges, Request, Scope, Served, SlotSet, Table, Target,
+};
 use crate::core::config;
 use crate::ffi::cluster::{payload, sender_id, Blocked};
 use crate::ffi::{self, Ctx};
@@ -23,7 +26,7 @@ use crate::server::guard::guarded;
 /// What a fanned-out command does once every primary answered.
 #[derive(Debug, Clone)]
 enum Job {
-    Purge { db: i32, user: Vec<u8>, soft: bool, target: Target },
+    Purge { db: i32, user: Vec<u8>, soft: bool, target: Target, issued_ms: u64 },
     List,
 }
 
@@ -44,7 +47,19 @@ struct State {
     table: Table<Waiter>,
     served: Served,
     next_id: u64,
+    recent: RecentPurges,
+    /// The slots this node serves, and when that was read.
+    my_slots: Option<(SlotSet, u64)>,
 }
+
+/// Until when (ms) a recent purge may still be running elsewhere; lets entry reads
+/// skip the state's lock in the common case.
+static RECENT_PURGES_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+/// How long a read of this node's slots is trusted. A slot changes hands only at the
+/// end of a migration or a failover; until a re-read notices, this node answers
+/// TRYAGAIN for entries it does not have, which clients retry.
+const MY_SLOTS_FOR_MS: u64 = 1000;
 
 static STATE: LazyLock<Mutex<State>> = LazyLock::new(Default::default);
 
@@ -71,16 +86,66 @@ pub fn fans_out(ctx: Ctx, target: &Target) -> bool {
     ctx.in_cluster()
         && ctx.is_primary()
         && match target {
-            Target::Prefix { prefix, .. } => cluster::prefix_scope(prefix) == Scope::AllSlots,
+            Target::Prefix { prefix, .. } => match cluster::prefix_scope(prefix) {
+                Scope::AllSlots => true,
+                // Asked here for a slot this node is importing: part of it may still be
+                // on the node it comes from.
+                Scope::OneSlot(slot) => !owns_slot(ctx, slot),
+            },
             Target::Tags(_) => true,
         }
+}
+
+/// Whether this node serves `slot` (read from CLUSTER NODES at most once a second).
+fn owns_slot(ctx: Ctx, slot: u16) -> bool {
+    let now = now_ms();
+    let cached = state().my_slots.as_ref().filter(|(_, at)| now.saturating_sub(*at) < MY_SLOTS_FOR_MS).map(|(s, _)| s.contains(slot));
+    if let Some(owned) = cached {
+        return owned;
+    }
+    let slots = SlotSet::from_cluster_nodes(&ctx.cluster_text(c"NODES").unwrap_or_default());
+    let owned = slots.contains(slot);
+    state().my_slots = Some((slots, now));
+    owned
+}
+
+/// For SET, GET, LOOKUP and DEL of an entry that is not on this node: an error when
+/// the node is a primary that does not serve the path's slot. Redis sent the command
+/// here because the slot is being imported (the client was redirected with ASK): the
+/// entry may still be on the node it comes from, and creating it here would make
+/// MIGRATE fail with BUSYKEY, so the client must retry.
+pub fn check_absent_entry_is_ours(ctx: Ctx, path: &[u8]) -> Result<(), String> {
+    if ctx.in_cluster() && ctx.is_primary() && !owns_slot(ctx, cluster::key_hash_slot(path)) {
+        return Err("TRYAGAIN the entry's slot is moving to this node and the entry is not here yet".into());
+    }
+    Ok(())
+}
+
+fn remember_purge(db: i32, target: &Target, issued_ms: u64, deadline_ms: u64) {
+    let keep_until_ms = deadline_ms.saturating_add(SWEEP_AFTER_DEADLINE_MS as u64);
+    let record = PurgeRecord { db, target: target.clone(), issued_ms, keep_until_ms };
+    state().recent.add(record, now_ms());
+    RECENT_PURGES_UNTIL.fetch_max(keep_until_ms, Relaxed);
+}
+
+/// Whether a cluster-wide purge may still be running: entry reads then first re-read
+/// the keys that arrived (MIGRATE), so one a purge covers is removed, not served.
+pub fn purges_in_flight() -> bool {
+    RECENT_PURGES_UNTIL.load(Relaxed) >= now_ms()
+}
+
+/// Whether an entry found here (re-read after it arrived) was stored before a recent
+/// cluster-wide purge that covers it: it moved here after this node ran its part.
+pub fn purged_while_moving(db: i32, path: &[u8], tags: &[&[u8]], stored_at_ms: u64) -> bool {
+    purges_in_flight() && state().recent.covers(db, path, tags, stored_at_ms, now_ms())
 }
 
 /// The other primaries to ask. A primary the cluster agreed has failed is left out:
 /// its slots now belong to its promoted replica, or the cluster is down and nothing
 /// fans out (`CLUSTERDOWN`).
 fn other_primaries(ctx: Ctx) -> Result<Vec<NodeId>, String> {
-    if !ctx.cluster_state_ok() {
+    let info = ctx.cluster_text(c"INFO").unwrap_or_default();
+    if !info.split(|&b| b == b'\n').any(|l| l.trim_ascii() == b"cluster_state:ok") {
         return Err("CLUSTERDOWN The cluster is down".into());
     }
     Ok(ctx.cluster_nodes().into_iter().filter(|n| n.primary && !n.myself && !n.failed).map(|n| n.id).collect())
@@ -91,7 +156,7 @@ fn other_primaries(ctx: Ctx) -> Result<Vec<NodeId>, String> {
 pub fn start_purge(ctx: Ctx, db: i32, soft: bool, target: Target) -> Result<bool, String> {
     let user = ctx.acl_user_name();
     let check = Op::Check { user: user.clone(), target: target.clone() };
-    start(ctx, db, Job::Purge { db, user, soft, target }, check, Phase::Check, Vec::new(), 0)
+    start(ctx, db, Job::Purge { db, user, soft, target, issued_ms: now_ms() }, check, Phase::Check, Vec::new(), 0)
 }
 
 /// Starts a cluster-wide LIST; `local` is this primary's page. `Ok(false)`: no other primary.
@@ -111,6 +176,10 @@ fn start(ctx: Ctx, db: i32, job: Job, op: Op, phase: Phase, paths: Vec<Vec<u8>>,
     let timeout_ms = config::CLUSTER_TIMEOUT.get();
     let deadline_ms = now_ms().saturating_add(timeout_ms as u64);
     let client = ctx.block_client(on_reply, on_timeout, free_finished, timeout_ms);
+    let issued_ms = match &job {
+        Job::Purge { issued_ms, .. } => *issued_ms,
+        Job::List => now_ms(),
+    };
     let id = {
         let mut s = state();
         // Ids start from the clock so a restarted node does not reuse recent ones.
@@ -125,7 +194,7 @@ fn start(ctx: Ctx, db: i32, job: Job, op: Op, phase: Phase, paths: Vec<Vec<u8>>,
         s.table.insert(id, pending);
         id
     };
-    send_all(ctx, &targets, &Message::Request(Request { id, deadline_ms, db, op }));
+    send_all(ctx, &targets, &Message::Request(Request { id, issued_ms, deadline_ms, db, op }));
     ctx.create_timer(timeout_ms + 2 * SWEEP_AFTER_DEADLINE_MS, sweep);
     Ok(true)
 }
@@ -171,10 +240,13 @@ fn serve(ctx: Ctx, from: &NodeId, request: Request) {
                 Ok(()) => Answer::Allowed,
                 Err(e) => Answer::Error(e),
             },
-            Op::Purge { user, soft, target } => match commands::purge_locally(ctx, request.db, &ctx.acl_user_named(&user), soft, &target) {
-                Ok(n) => Answer::Count(n),
-                Err(e) => Answer::Error(e),
-            },
+            Op::Purge { user, soft, target } => {
+                remember_purge(request.db, &target, request.issued_ms, request.deadline_ms);
+                match commands::purge_locally(ctx, request.db, &ctx.acl_user_named(&user), soft, &target) {
+                    Ok(n) => Answer::Count(n),
+                    Err(e) => Answer::Error(e),
+                }
+            }
             Op::List { prefix, after, count } => {
                 let count = (count as usize).min(crate::core::args::MAX_LIST_COUNT);
                 Answer::Paths(commands::list_locally(ctx, request.db, &prefix, after.as_deref(), count))
@@ -197,7 +269,8 @@ fn answered(ctx: Ctx, from: &NodeId, id: u64, answer: Answer) {
 /// Every primary allowed the purge: this primary removes its part, then asks the others.
 fn act(ctx: Ctx, id: u64) {
     let found = state().table.get_mut(id).map(|p| (p.waiter.job.clone(), p.asked.clone(), p.deadline_ms));
-    let Some((Job::Purge { db, user, soft, target }, asked, deadline_ms)) = found else { return };
+    let Some((Job::Purge { db, user, soft, target, issued_ms }, asked, deadline_ms)) = found else { return };
+    remember_purge(db, &target, issued_ms, deadline_ms);
     let local = if ctx.select_db(db) {
         commands::purge_locally(ctx, db, &ctx.acl_user_named(&user), soft, &target)
     } else {
@@ -207,7 +280,7 @@ fn act(ctx: Ctx, id: u64) {
         Ok(n) => {
             state().table.start_act(id, n);
             let op = Op::Purge { user, soft, target };
-            send_all(ctx, &asked, &Message::Request(Request { id, deadline_ms, db, op }));
+            send_all(ctx, &asked, &Message::Request(Request { id, issued_ms, deadline_ms, db, op }));
         }
         Err(e) => {
             if let Some(p) = state().table.remove(id) {

@@ -16,7 +16,7 @@ use crate::core::cluster::Target;
 use crate::ffi::{self, AclUser, Ctx, Key, KeyKind, RString, NOTIFY_GENERIC, NOTIFY_STRING};
 use crate::server::cluster;
 use crate::server::guard::guarded;
-use crate::core::key::{entry_key, parse_entry_key};
+use crate::core::key::{entry_key, parse_entry_key, Variant};
 use crate::core::path::Coverage;
 use crate::core::stats::{bump, STATS};
 use crate::server::store;
@@ -156,7 +156,7 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let stored = entry::encode(req.value, lifetime, etag, &req.tags);
     let key = ctx.string(&key_name);
     let replaced_untagged_entry = {
-        let open = ctx.open_key(&key, true);
+        let open = open_entry(ctx, req.path, &variant, true)?;
         // An entry already here is already indexed (the index follows the keyspace, and
         // a pending re-read covers one written by a plain SET): refreshing an untagged
         // entry without tags needs no index work, the common case for a cache.
@@ -179,6 +179,21 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     Ok(Reply::Ok)
 }
 
+/// Opens the key of an entry for GET, LOOKUP, SET or DEL. In a cluster, an entry that
+/// is not here, in a slot this node is importing, is a TRYAGAIN (see `cluster`); and
+/// while a cluster-wide purge may be running, entries that just arrived are re-read
+/// first, so one it covers is removed rather than served.
+fn open_entry(ctx: Ctx, path: &[u8], variant: &Variant, write: bool) -> ArgResult<Key> {
+    if cluster::purges_in_flight() && ctx.in_cluster() {
+        events::process_pending(ctx);
+    }
+    let key = ctx.open_key(&ctx.string(&entry_key(path, variant)), write);
+    if key.kind() == KeyKind::Empty {
+        cluster::check_absent_entry_is_ours(ctx, path)?;
+    }
+    Ok(key)
+}
+
 /// The header of the entry an open key holds; `None` when there is none (MISS).
 fn entry_header(key: &Key) -> ArgResult<Option<Header>> {
     match key.kind() {
@@ -190,7 +205,7 @@ fn entry_header(key: &Key) -> ArgResult<Option<Header>> {
 
 fn get_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_get("rcache.get", argv, &config::limits())?;
-    let key = ctx.open_key(&ctx.string(&entry_key(req.path, &req.variant.variant())), false);
+    let key = open_entry(ctx, req.path, &req.variant.variant(), false)?;
     match entry_header(&key)? {
         Some(h) if h.state(ffi::milliseconds()) == State::Fresh => {
             ctx.reply_bulk(&key.string().unwrap_or_default()[h.value_at..]);
@@ -207,7 +222,7 @@ fn get_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
 
 fn lookup_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_lookup(argv, &config::limits())?;
-    let key = ctx.open_key(&ctx.string(&entry_key(req.path, &req.variant.variant())), false);
+    let key = open_entry(ctx, req.path, &req.variant.variant(), false)?;
     let found = entry_header(&key)?;
     reply_lookup(ctx, &key, found.as_ref(), req.if_none_match, None);
     Ok(Reply::Sent)
@@ -265,6 +280,7 @@ fn reply_lease(ctx: Ctx, lease: Option<&[u8]>) {
 fn del_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_get("rcache.del", argv, &config::limits())?;
     let variant = req.variant.variant();
+    drop(open_entry(ctx, req.path, &variant, false)?);
     let deleted = delete_keys(ctx, vec![entry_key(req.path, &variant)]);
     if deleted.is_empty() {
         return Ok(Reply::Int(0));
@@ -476,7 +492,7 @@ fn check_write_permission<'a>(user: &AclUser, paths: impl Iterator<Item = &'a [u
 /// Deletes the keys that still exist (an expired one is gone for us too: opening it
 /// lets Redis expire it, and our callback drops it from the index), replicates the
 /// deletions as UNLINK and raises `del` events. Returns the deleted key names.
-fn delete_keys(ctx: Ctx, keys: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+pub fn delete_keys(ctx: Ctx, keys: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     let mut deleted = Vec::with_capacity(keys.len());
     let mut deleted_names = Vec::with_capacity(keys.len());
     for name in keys {

@@ -19,7 +19,7 @@ use crate::ffi::{self, Ctx};
 use crate::server::guard::guarded;
 use crate::core::key::{parse_entry_key, KEY_PREFIX};
 use crate::core::stats::{Removal, STATS};
-use crate::server::store;
+use crate::server::{cluster, commands, store};
 
 thread_local! {
     static NOTIFYING_OURSELVES: Cell<bool> = const { Cell::new(false) };
@@ -82,13 +82,22 @@ fn keyspace_event(ctx: Ctx, event: &[u8], key: &[u8]) {
 fn reindex(ctx: Ctx, key: &[u8]) {
     let Some((path, variant)) = parse_entry_key(key) else { return };
     let open = ctx.open_key(&ctx.string(key), false);
-    let tags: Option<Vec<Vec<u8>>> =
-        open.string().and_then(|bytes| entry::decode(bytes).ok()).map(|e| e.tags.iter().map(|t| t.to_vec()).collect());
+    let found: Option<(Vec<Vec<u8>>, u64)> = open
+        .string()
+        .and_then(|bytes| entry::decode(bytes).ok())
+        .map(|e| (e.tags.iter().map(|t| t.to_vec()).collect(), e.lifetime.stored_at_ms));
     drop(open);
     let db = ctx.selected_db();
-    match tags {
-        Some(tags) => {
+    match found {
+        Some((tags, stored_at_ms)) => {
             let tags: Vec<&[u8]> = tags.iter().map(Vec::as_slice).collect();
+            // Moved here (MIGRATE) after this node ran its part of a purge covering it.
+            if !ctx.reads_are_side_effect_free() && cluster::purged_while_moving(db, path, &tags, stored_at_ms) {
+                let removed = commands::delete_keys(ctx, vec![key.to_vec()]).len() as u64;
+                store::with(|s| s.remove(db, path, &variant));
+                STATS.removed(Removal::Other, removed);
+                return;
+            }
             store::with(|s| s.db(db).insert(path, variant, &tags));
         }
         None => {

@@ -134,3 +134,62 @@ impl Cluster {
         total
     }
 }
+
+/// A minimal cluster client, as cluster clients behave: follows MOVED and ASK
+/// (sending ASKING first) and retries TRYAGAIN after a short pause.
+pub struct Router {
+    conns: std::collections::HashMap<u16, Connection>,
+    start: u16,
+    /// TRYAGAIN replies seen (retried).
+    pub tryagains: u64,
+}
+
+impl Router {
+    pub fn new(start_port: u16) -> Router {
+        Router { conns: Default::default(), start: start_port, tryagains: 0 }
+    }
+
+    fn conn(&mut self, port: u16) -> &mut Connection {
+        self.conns.entry(port).or_insert_with(|| {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("client");
+            let c = client.get_connection_with_timeout(std::time::Duration::from_secs(5)).expect("connect");
+            c.set_read_timeout(Some(std::time::Duration::from_secs(30))).expect("timeout");
+            c
+        })
+    }
+
+    /// Runs `words`, routed; the reply, or the first error that is no redirection.
+    pub fn run<T: redis::FromRedisValue>(&mut self, words: &[&str]) -> redis::RedisResult<T> {
+        let mut port = self.start;
+        let mut asking = false;
+        for _ in 0..2000 {
+            let c = self.conn(port);
+            if asking {
+                cmd("ASKING").query::<()>(c)?;
+            }
+            let mut command = cmd(words[0]);
+            for w in &words[1..] {
+                command.arg(*w);
+            }
+            match command.query::<T>(c) {
+                Ok(v) => return Ok(v),
+                Err(e) if matches!(e.kind(), redis::ErrorKind::Moved | redis::ErrorKind::Ask) => {
+                    asking = e.kind() == redis::ErrorKind::Ask;
+                    let target = e.detail().and_then(|d| d.rsplit(':').next()).and_then(|p| p.parse().ok());
+                    port = target.expect("a redirection names host:port");
+                    if !asking {
+                        self.start = port;
+                    }
+                }
+                Err(e) if e.kind() == redis::ErrorKind::TryAgain => {
+                    self.tryagains += 1;
+                    asking = false;
+                    port = self.start;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        panic!("{words:?}: still redirected after 2000 tries")
+    }
+}
