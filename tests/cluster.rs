@@ -323,3 +323,66 @@ fn a_slot_moves_under_a_writer_and_a_purger() {
     assert_eq!(others.len(), 50);
     assert_eq!(cl.assert_indexes_exact(), 50);
 }
+
+/// The race a purge must win: the primary that takes a tag purge runs its own part
+/// (a long one: many entries), and meanwhile another primary MIGRATEs covered entries
+/// to it one by one. Those arrive after its part ran and before the other primary
+/// runs its own; they must still be removed.
+#[test]
+fn entries_migrated_while_a_purge_runs_are_still_purged() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let cl = Cluster::start(3, 15000, &["cluster-timeout", "30000"]);
+    let slot: i64 = q(&mut cl.nodes[0].conn(), &["CLUSTER", "KEYSLOT", "{x}"]);
+    let from = cl.owner_of_slot(slot);
+    let to = (from + 1) % 3;
+    // The taker's long part: many entries in a slot it owns.
+    let bulk_tag = (0..).map(|i| format!("b{i}")).find(|t| cl.owner(t) == to).expect("a tag on `to`");
+    let mut c = cl.nodes[to].conn();
+    let mut pipe = redis::pipe();
+    for i in 0..60_000 {
+        pipe.cmd("RCACHE.SET").arg(format!("{{{bulk_tag}}}/bulk/{i}")).arg("v").arg("TAGS").arg(1).arg("t").ignore();
+    }
+    pipe.query::<()>(&mut c).expect("bulk SETs");
+    // The moving entries, on `from`.
+    let mut f = cl.nodes[from].conn();
+    for i in 0..300 {
+        set(&mut f, &[&format!("{{x}}/m/{i}"), "v", "TAGS", "1", "t"]);
+    }
+    let (from_id, to_id, to_port) = (cl.id(from), cl.id(to), cl.nodes[to].port.to_string());
+    q::<()>(&mut c, &["CLUSTER", "SETSLOT", &slot.to_string(), "IMPORTING", &from_id]);
+    q::<()>(&mut f, &["CLUSTER", "SETSLOT", &slot.to_string(), "MIGRATING", &to_id]);
+    let done = Arc::new(AtomicBool::new(false));
+    let mover = {
+        let (done, mut f, slot) = (done.clone(), cl.nodes[from].conn(), slot.to_string());
+        std::thread::spawn(move || {
+            let mut moved = 0;
+            while !done.load(Ordering::Relaxed) {
+                let keys: Vec<String> = q(&mut f, &["CLUSTER", "GETKEYSINSLOT", &slot, "1"]);
+                let Some(key) = keys.first() else { break };
+                let reply: String = q(&mut f, &["MIGRATE", "127.0.0.1", &to_port, key, "0", "5000"]);
+                assert!(reply == "OK" || reply == "NOKEY", "{reply}");
+                moved += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            moved
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let removed: i64 = q(&mut c, &["RCACHE.PURGETAG", "t"]);
+    done.store(true, Ordering::Relaxed);
+    let moved = mover.join().expect("mover");
+    assert!(moved > 0 && moved < 300, "the purge ran while entries moved ({moved} moved)");
+    assert!(removed >= 60_000, "{removed}");
+    // Whatever landed on `to` after its part ran is removed on its re-read, before any
+    // command can see it; KEYS is no RCACHE command, so ask one first (with ASKING,
+    // as `to` does not own the slot yet).
+    q::<()>(&mut c, &["ASKING"]);
+    let _: Vec<String> = q(&mut c, &["RCACHE.LIST", "{x}/"]);
+    let left_to: Vec<String> = q(&mut c, &["KEYS", "rcache:~{x}*"]);
+    let left_from: Vec<String> = q(&mut f, &["KEYS", "rcache:~{x}*"]);
+    assert!(left_to.is_empty() && left_from.is_empty(), "purged entries survived: {} on `to`, {} on `from`", left_to.len(), left_from.len());
+    cl.assert_indexes_exact();
+}
