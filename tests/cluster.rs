@@ -34,7 +34,7 @@ fn purges_across_slots_on_a_cluster_node() {
 
 // ---- A real cluster: 3 primaries, each command through the node a client routes it to ----
 
-use common::cluster::{Cluster, Router};
+use common::cluster::{q_retrying, Cluster, Router};
 
 /// 6 sections /t/1../t/6, 5 paths each, 2 variants each; section i's entries carry
 /// tag `s<i>`, and every entry the tag `all`. 60 entries spread over the primaries.
@@ -385,4 +385,44 @@ fn entries_migrated_while_a_purge_runs_are_still_purged() {
     let left_from: Vec<String> = q(&mut f, &["KEYS", "rcache:~{x}*"]);
     assert!(left_to.is_empty() && left_from.is_empty(), "purged entries survived: {} on `to`, {} on `from`", left_to.len(), left_from.len());
     cl.assert_indexes_exact();
+}
+
+/// A replica taken over with CLUSTER FAILOVER, then that new primary killed so its
+/// replica (the old primary) takes over: purges from any node are complete again, and
+/// every node's index matches its keys.
+#[test]
+fn failover_by_command_and_by_a_killed_primary() {
+    let mut cl = Cluster::start(3, 3000, &["cluster-timeout", "2000"]);
+    let paths = fill(&cl);
+    let first = cl.owner(&paths[0]);
+    let replica = cl.add_replica(first, 3000, &["cluster-timeout", "2000"]);
+    let replicated = |cl: &Cluster, node: usize| {
+        let mut c = cl.nodes[node].conn();
+        entry_keys(&mut c).len() == info_u64(&mut c, "entries") as usize
+    };
+    assert!(eventually(30, || replicated(&cl, replica)), "the replica's index follows its keys");
+
+    // 1. A manual failover: the replica becomes the primary of those slots.
+    q::<()>(&mut cl.nodes[replica].conn(), &["CLUSTER", "FAILOVER"]);
+    assert!(eventually(60, || cl.primaries().contains(&replica)), "the replica never took over");
+    cl.wait_stable();
+    assert!(eventually(30, || cl.owner(&paths[0]) == replica), "every node learns the new owner");
+    let owner = cl.owner("/t/5");
+    // Until every node has heard of the failover, a purge may answer TRYAGAIN.
+    assert_eq!(q_retrying::<i64>(&cl, owner, &["RCACHE.PURGE", "/t/5"]), 10);
+    assert_eq!(cl.assert_indexes_exact(), 50);
+    assert!(eventually(30, || replicated(&cl, first)), "the demoted primary's index follows its keys");
+
+    // 2. The new primary dies; its replica (the old primary) is promoted by the cluster.
+    cl.nodes.remove(replica); // killed on drop
+    assert!(eventually(60, || cl.primaries().contains(&first)), "the old primary was not promoted back");
+    cl.wait_stable();
+    assert!(eventually(30, || cl.owner(&paths[0]) == first), "every node learns the new owner");
+    for (node, tag) in [(0, "s1"), (1, "s2"), (2, "s3")] {
+        assert_eq!(q_retrying::<i64>(&cl, node, &["RCACHE.PURGETAG", tag]), 10, "from node {node}");
+    }
+    assert_eq!(cl.assert_indexes_exact(), 20);
+    let root = cl.owner("/");
+    let listed: Vec<String> = q(&mut cl.nodes[root].conn(), &["RCACHE.LIST", "/", "COUNT", "100"]);
+    assert_eq!(listed.len(), 10, "5 paths of /t/4 and 5 of /t/6 remain");
 }

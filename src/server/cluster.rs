@@ -222,11 +222,16 @@ unsafe extern "C" fn on_message(ctx: *mut raw::RedisModuleCtx, sender: *const c_
 
 /// Runs this primary's part of another primary's request and answers it.
 fn serve(ctx: Ctx, from: &NodeId, request: Request) {
-    // The bus reaches replicas too: their primary does the work (and replicates it).
+    let now = now_ms();
+    // The sender thinks this node a primary, but a failover made it a replica: its
+    // slots' primary may not have been asked, so the command must be retried.
     if !ctx.is_primary() {
+        let answer = Answer::Error("TRYAGAIN a node asked as a primary is a replica now (failover in progress)".into());
+        if request.deadline_ms >= now {
+            send_all(ctx, &[*from], &Message::Reply { id: request.id, answer });
+        }
         return;
     }
-    let now = now_ms();
     // Late (the sender no longer waits) or a second delivery: doing it now could
     // remove entries stored after the command replied.
     if request.deadline_ms < now || !state().served.first_time(from, &request, now) {

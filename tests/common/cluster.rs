@@ -193,3 +193,21 @@ impl Router {
         panic!("{words:?}: still redirected after 2000 tries")
     }
 }
+
+/// Runs `words` on `node` until it answers anything but TRYAGAIN (as cluster clients
+/// retry it), for at most 30 seconds.
+pub fn q_retrying<T: redis::FromRedisValue>(cl: &Cluster, node: usize, words: &[&str]) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut command = cmd(words[0]);
+        for w in &words[1..] {
+            command.arg(*w);
+        }
+        match command.query::<T>(&mut cl.nodes[node].conn()) {
+            Err(e) if e.kind() == redis::ErrorKind::TryAgain && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other.unwrap_or_else(|e| panic!("{words:?}: {e}")),
+        }
+    }
+}
