@@ -412,6 +412,9 @@ fn failover_by_command_and_by_a_killed_primary() {
     assert_eq!(q_retrying::<i64>(&cl, owner, &["RCACHE.PURGE", "/t/5"]), 10);
     assert_eq!(cl.assert_indexes_exact(), 50);
     assert!(eventually(30, || replicated(&cl, first)), "the demoted primary's index follows its keys");
+    // The purge parts run from bus messages reach the replica too (and its index).
+    let keys = |node: usize| entry_keys(&mut cl.nodes[node].conn());
+    assert!(eventually(30, || keys(first) == keys(replica)), "the replica applied the purge");
 
     // 2. The new primary dies; its replica (the old primary) is promoted by the cluster.
     cl.nodes.remove(replica); // killed on drop

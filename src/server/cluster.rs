@@ -9,7 +9,7 @@
 //! `commands::purge_locally`, the one place a purge touches entries.
 
 use std::ffi::{c_char, c_int, c_uchar, c_void};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 use redis_module::raw;
@@ -72,8 +72,17 @@ fn state() -> MutexGuard<'static, State> {
 /// (a connected one got its timeout callback): this long after, a timer frees it.
 const SWEEP_AFTER_DEADLINE_MS: i64 = 1000;
 
+/// Whether the server runs in cluster mode (fixed at startup), so that standalone
+/// servers pay nothing on the hot paths for the checks below.
+static CLUSTER_MODE: AtomicBool = AtomicBool::new(false);
+
 pub fn register(ctx: Ctx) {
+    CLUSTER_MODE.store(ctx.in_cluster(), Relaxed);
     ctx.register_cluster_receiver(cluster::MESSAGE_TYPE, on_message);
+}
+
+pub fn enabled() -> bool {
+    CLUSTER_MODE.load(Relaxed)
 }
 
 fn now_ms() -> u64 {
@@ -83,7 +92,7 @@ fn now_ms() -> u64 {
 /// Whether a purge of `target` taken here must reach the other primaries: in cluster
 /// mode, on a primary, unless the prefix's hash tag keeps it in one slot.
 pub fn fans_out(ctx: Ctx, target: &Target) -> bool {
-    ctx.in_cluster()
+    enabled()
         && ctx.is_primary()
         && match target {
             Target::Prefix { prefix, .. } => match cluster::prefix_scope(prefix) {
@@ -115,7 +124,7 @@ fn owns_slot(ctx: Ctx, slot: u16) -> bool {
 /// entry may still be on the node it comes from, and creating it here would make
 /// MIGRATE fail with BUSYKEY, so the client must retry.
 pub fn check_absent_entry_is_ours(ctx: Ctx, path: &[u8]) -> Result<(), String> {
-    if ctx.in_cluster() && ctx.is_primary() && !owns_slot(ctx, cluster::key_hash_slot(path)) {
+    if enabled() && ctx.is_primary() && !owns_slot(ctx, cluster::key_hash_slot(path)) {
         return Err("TRYAGAIN the entry's slot is moving to this node and the entry is not here yet".into());
     }
     Ok(())
@@ -131,7 +140,8 @@ fn remember_purge(db: i32, target: &Target, issued_ms: u64, deadline_ms: u64) {
 /// Whether a cluster-wide purge may still be running: entry reads then first re-read
 /// the keys that arrived (MIGRATE), so one a purge covers is removed, not served.
 pub fn purges_in_flight() -> bool {
-    RECENT_PURGES_UNTIL.load(Relaxed) >= now_ms()
+    let until = RECENT_PURGES_UNTIL.load(Relaxed);
+    until != 0 && until >= now_ms()
 }
 
 /// Whether an entry found here (re-read after it arrived) was stored before a recent

@@ -184,7 +184,7 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
 /// while a cluster-wide purge may be running, entries that just arrived are re-read
 /// first, so one it covers is removed rather than served.
 fn open_entry(ctx: Ctx, path: &[u8], variant: &Variant, write: bool) -> ArgResult<Key> {
-    if cluster::purges_in_flight() && ctx.in_cluster() {
+    if cluster::purges_in_flight() {
         events::process_pending(ctx);
     }
     let key = ctx.open_key(&ctx.string(&entry_key(path, variant)), write);
