@@ -499,12 +499,9 @@ impl<W> Table<W> {
         self.pending.remove(&id)
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.pending.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
     }
 
     /// Starts the removal phase of a purge whose check passed; `local` is what this
@@ -619,10 +616,6 @@ impl RecentPurges {
     pub fn covers(&self, db: i32, path: &[u8], tags: &[&[u8]], stored_at_ms: u64, now_ms: u64) -> bool {
         self.0.iter().any(|r| r.keep_until_ms >= now_ms && r.covers(db, path, tags, stored_at_ms))
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 // ---- Requests already served, on the receiving side ----
@@ -643,10 +636,6 @@ impl Served {
         }
         let acting = matches!(request.op, Op::Purge { .. });
         self.seen.insert((*from, request.id, acting), request.deadline_ms).is_none()
-    }
-
-    pub fn len(&self) -> usize {
-        self.seen.len()
     }
 }
 
@@ -773,7 +762,7 @@ e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 7000 [5461-<-2
         assert_eq!(t.get_mut(1).map(|p| p.answered()), Some(1), "answers count per phase");
         assert_eq!(t.answer(1, &B, Answer::Count(3)), Progress::Waiting);
         assert_eq!(t.answer(1, &A, Answer::Count(4)), Progress::Done("client", Outcome::Count(12)));
-        assert!(t.is_empty());
+        assert_eq!(t.len(), 0);
         assert_eq!(t.answer(1, &A, Answer::Count(4)), Progress::Ignored, "a late answer");
     }
 
@@ -815,7 +804,7 @@ e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 7000 [5461-<-2
         assert_eq!(t.len(), 1);
         assert_eq!(t.take_where(|&w| w == 1).map(|(id, _)| id), None);
         assert_eq!(t.take_where(|&w| w == 2).map(|(id, _)| id), Some(2));
-        assert!(t.is_empty());
+        assert_eq!(t.len(), 0);
     }
 
     #[test]
@@ -858,6 +847,6 @@ e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 7000 [5461-<-2
         for id in 2..100 {
             s.first_time(&A, &Request { id, deadline_ms: 1000, ..check.clone() }, 100);
         }
-        assert!(s.len() < 100, "records past their deadline are dropped");
+        assert!(s.seen.len() < 100, "records past their deadline are dropped");
     }
 }
