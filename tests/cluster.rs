@@ -31,3 +31,401 @@ fn purges_across_slots_on_a_cluster_node() {
     let i = info(&mut c);
     assert_eq!((i["purged_entries"].as_str(), i["tag_purged_entries"].as_str()), ("5", "1"));
 }
+
+// ---- A real cluster: 3 primaries, each command through the node a client routes it to ----
+
+use common::cluster::{q_retrying, Cluster, Router};
+
+/// 6 sections /t/1../t/6, 5 paths each, 2 variants each; section i's entries carry
+/// tag `s<i>`, and every entry the tag `all`. 60 entries spread over the primaries.
+fn fill(cl: &Cluster) -> Vec<String> {
+    let mut paths = Vec::new();
+    for i in 1..=6 {
+        for j in 1..=5 {
+            let path = format!("/t/{i}/p{j}");
+            let mut c = cl.conn_for(&path);
+            for query in ["", "?v=2"] {
+                set(&mut c, &[&path, "v", "GRACE", "100", "QUERY", query, "TAGS", "2", &format!("s{i}"), "all"]);
+            }
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    paths
+}
+
+fn total_entries(cl: &Cluster) -> usize {
+    cl.assert_indexes_exact()
+}
+
+#[test]
+fn purges_and_lists_reach_every_primary() {
+    let cl = Cluster::start(3, 15000, &[]);
+    let paths = fill(&cl);
+    let holders: std::collections::HashSet<usize> = paths.iter().map(|p| cl.owner(p)).collect();
+    assert_eq!(holders.len(), 3, "the entries sit on every primary");
+    assert_eq!(total_entries(&cl), 60);
+
+    // LIST through the prefix's owner: every shard's paths, merged in byte order.
+    let root = cl.owner("/");
+    let all: Vec<String> = q(&mut cl.nodes[root].conn(), &["RCACHE.LIST", "/", "COUNT", "1000"]);
+    assert_eq!(all, paths);
+    // Paging with AFTER across shards gives the same list, page by page.
+    let mut paged: Vec<String> = Vec::new();
+    loop {
+        let mut words = vec!["RCACHE.LIST", "/", "COUNT", "7"];
+        let after = paged.last().cloned();
+        if let Some(a) = after.as_deref() {
+            words.extend(["AFTER", a]);
+        }
+        let page: Vec<String> = q(&mut cl.nodes[root].conn(), &words);
+        assert!(page.len() <= 7);
+        if page.is_empty() {
+            break;
+        }
+        paged.extend(page);
+    }
+    assert_eq!(paged, paths);
+    // Another node answers MOVED, as for any keyed command.
+    let other = (root + 1) % 3;
+    assert!(q_err(&mut cl.nodes[other].conn(), &["RCACHE.LIST", "/"]).starts_with("MOVED"));
+
+    // PURGE through the prefix's owner removes the section on every primary.
+    let owner = cl.owner("/t/5");
+    assert_eq!(q::<i64>(&mut cl.nodes[owner].conn(), &["RCACHE.PURGE", "/t/5"]), 10);
+    assert!(q_err(&mut cl.nodes[(owner + 1) % 3].conn(), &["RCACHE.PURGE", "/t/5"]).starts_with("MOVED"));
+    for p in paths.iter().filter(|p| p.starts_with("/t/5/")) {
+        assert_eq!(get(&mut cl.conn_for(p), &[p]), None, "{p} was purged");
+    }
+    assert_eq!(total_entries(&cl), 50);
+    assert_eq!(info_u64(&mut cl.nodes[owner].conn(), "purges"), 1, "the command counts once, where it was taken");
+    let removed: u64 = (0..3).map(|i| info_u64(&mut cl.nodes[i].conn(), "purged_entries")).sum();
+    assert_eq!(removed, 10, "each primary counts the entries it removed");
+
+    // SOFTPURGE: the section's entries turn stale everywhere (they have grace).
+    let owner = cl.owner("/t/4");
+    assert_eq!(q::<i64>(&mut cl.nodes[owner].conn(), &["RCACHE.SOFTPURGE", "/t/4"]), 10);
+    for p in paths.iter().filter(|p| p.starts_with("/t/4/")) {
+        let mut c = cl.conn_for(p);
+        assert_eq!(get(&mut c, &[p]), None, "a soft-purged entry is not served by GET");
+        let state: Vec<Value> = q(&mut c, &["RCACHE.LOOKUP", p]);
+        assert_eq!(state.first(), Some(&Value::SimpleString("STALE".into())), "{p}");
+    }
+    assert_eq!(q::<i64>(&mut cl.nodes[owner].conn(), &["RCACHE.SOFTPURGE", "/t/4"]), 0, "already stale");
+    assert_eq!(total_entries(&cl), 50);
+
+    // Tag purges (keyless) from every primary: each removes the tag everywhere.
+    for (node, section) in [(0, 1), (1, 2), (2, 3)] {
+        assert_eq!(q::<i64>(&mut cl.nodes[node].conn(), &["RCACHE.PURGETAG", &format!("s{section}")]), 10, "from node {node}");
+    }
+    assert_eq!(total_entries(&cl), 20);
+    assert_eq!(q::<i64>(&mut cl.nodes[1].conn(), &["RCACHE.SOFTPURGETAG", "s6"]), 10);
+    assert_eq!(q::<i64>(&mut cl.nodes[2].conn(), &["RCACHE.PURGETAG", "all"]), 20);
+    assert_eq!(total_entries(&cl), 0);
+    let left: Vec<String> = q(&mut cl.nodes[root].conn(), &["RCACHE.LIST", "/"]);
+    assert!(left.is_empty(), "{left:?}");
+    for i in 0..3 {
+        let mut c = cl.nodes[i].conn();
+        assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 0, "node {i}");
+    }
+}
+
+#[test]
+fn a_hash_tagged_site_is_purged_in_its_one_slot_and_noperm_is_decided_everywhere_first() {
+    let cl = Cluster::start(3, 15000, &[]);
+    // A hash-tagged site: its paths, entries and prefixes all live on one node.
+    let site = cl.owner("{shop}/");
+    for j in 0..5 {
+        set(&mut cl.nodes[site].conn(), &[&format!("{{shop}}/p/{j}"), "v"]);
+    }
+    assert_eq!(q::<i64>(&mut cl.nodes[site].conn(), &["DBSIZE"]), 5);
+    let listed: Vec<String> = q(&mut cl.nodes[site].conn(), &["RCACHE.LIST", "{shop}/p"]);
+    assert_eq!(listed.len(), 5);
+    assert_eq!(q::<i64>(&mut cl.nodes[site].conn(), &["RCACHE.PURGE", "{shop}/p/1"]), 1);
+    assert_eq!(q::<i64>(&mut cl.nodes[site].conn(), &["RCACHE.PURGE", "{shop}/"]), 4);
+
+    // A user who may write only /public/*, defined on every node (ACLs are per node).
+    for node in &cl.nodes {
+        q::<()>(&mut node.conn(), &["ACL", "SETUSER", "web", "on", ">pw", "~/public/*", "+@all"]);
+    }
+    let mut paths = Vec::new();
+    for j in 0..12 {
+        let path = format!("/public/{j}");
+        set(&mut cl.conn_for(&path), &[&path, "v", "TAGS", "1", "page"]);
+        paths.push(path);
+    }
+    let private = "/private/x";
+    set(&mut cl.conn_for(private), &[private, "v", "TAGS", "1", "page"]);
+    // Take the tag purge on a node that does not hold the private entry: the NOPERM
+    // comes from another shard, and no shard removes anything.
+    let taker = (cl.owner(private) + 1) % 3;
+    let mut web = cl.nodes[taker].conn();
+    q::<()>(&mut web, &["AUTH", "web", "pw"]);
+    assert!(q_err(&mut web, &["RCACHE.PURGETAG", "page"]).starts_with("NOPERM"));
+    assert_eq!(total_entries(&cl), 13, "nothing was touched anywhere");
+    // Allowed everywhere: removed everywhere.
+    let owner = cl.owner("/public/");
+    let mut web = cl.nodes[owner].conn();
+    q::<()>(&mut web, &["AUTH", "web", "pw"]);
+    assert_eq!(q::<i64>(&mut web, &["RCACHE.PURGE", "/public/"]), 12);
+    assert_eq!(total_entries(&cl), 1);
+}
+
+#[test]
+fn a_stopped_primary_means_tryagain_within_the_timeout_and_a_retry_succeeds() {
+    // A long node timeout: the stopped node stays a member (PFAIL at most) meanwhile.
+    let cl = Cluster::start(3, 30000, &["cluster-timeout", "1000"]);
+    let paths = fill(&cl);
+    let stopped = cl.owner(&paths[0]);
+    let taker = (stopped + 1) % 3;
+    let lister = cl.owner("/");
+    // (No routing questions while it is stopped: they would wait for it.)
+    cl.nodes[stopped].signal("STOP");
+    let started = std::time::Instant::now();
+    let err = q_err(&mut cl.nodes[taker].conn(), &["RCACHE.PURGETAG", "all"]);
+    let took = started.elapsed();
+    assert!(err.starts_with("TRYAGAIN only 2 of 3 cluster primaries answered"), "{err}");
+    assert!(err.contains("nothing was purged"), "{err}");
+    assert!(took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(10), "{took:?}");
+    if lister != stopped {
+        let listed = q_err(&mut cl.nodes[lister].conn(), &["RCACHE.LIST", "/"]);
+        assert!(listed.starts_with("TRYAGAIN only 2 of 3"), "{listed}");
+    }
+    cl.nodes[stopped].signal("CONT");
+    cl.wait_stable();
+    // The request the stopped node got late is past its deadline: it did nothing.
+    assert_eq!(total_entries(&cl), 60);
+    assert_eq!(q::<i64>(&mut cl.nodes[taker].conn(), &["RCACHE.PURGETAG", "all"]), 60);
+    assert_eq!(total_entries(&cl), 0);
+}
+
+/// A slot full of entries moves by hand (SETSLOT IMPORTING / MIGRATING, MIGRATE in
+/// batches, SETSLOT NODE) while a writer keeps storing entries in it and a purger
+/// keeps purging them and reading them back, both through a cluster client that
+/// follows ASK and retries TRYAGAIN.
+#[test]
+fn a_slot_moves_under_a_writer_and_a_purger() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let cl = Cluster::start(3, 15000, &[]);
+    let slot: i64 = q(&mut cl.nodes[0].conn(), &["CLUSTER", "KEYSLOT", "{site}"]);
+    let from = cl.owner_of_slot(slot);
+    let to = (from + 1) % 3;
+    let (from_id, to_id) = (cl.id(from), cl.id(to));
+    const PATHS: usize = 400;
+    // When each value's SET returned (None while it is in flight): a value stored
+    // before a purge was taken must never be read after that purge returned.
+    let stored: Arc<Mutex<HashMap<String, Option<Instant>>>> = Default::default();
+    {
+        let mut c = cl.nodes[from].conn();
+        for i in 0..PATHS {
+            for v in 0..3 {
+                let value = format!("init-{i}-{v}");
+                set(&mut c, &[&format!("{{site}}/p/{i}"), &value, "QUERY", &format!("v={v}")]);
+                stored.lock().unwrap().insert(value, Some(Instant::now()));
+            }
+        }
+        // Entries elsewhere, which the move must leave alone.
+        for i in 0..50 {
+            set(&mut cl.conn_for(&format!("/other/{i}")), &[&format!("/other/{i}"), "v"]);
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let start_port = cl.nodes[0].port;
+
+    let writer = {
+        let (stop, stored) = (stop.clone(), stored.clone());
+        std::thread::spawn(move || {
+            let mut r = Router::new(start_port);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let value = format!("w{n}");
+                let path = format!("{{site}}/p/{}", n as usize % PATHS);
+                stored.lock().unwrap().insert(value.clone(), None);
+                let reply: String = r.run(&["RCACHE.SET", &path, &value, "QUERY", &format!("v={}", n % 3)]).expect("SET");
+                assert_eq!(reply, "OK");
+                stored.lock().unwrap().insert(value, Some(Instant::now()));
+            }
+            (n, r.tryagains)
+        })
+    };
+    let purger = {
+        let (stop, stored) = (stop.clone(), stored.clone());
+        std::thread::spawn(move || {
+            let mut r = Router::new(start_port);
+            let (mut purges, mut reads, mut violations) = (0u64, 0u64, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                // One path at a time, so the rest of the slot stays to be moved.
+                let path = format!("{{site}}/p/{}", (purges as usize * 37) % PATHS);
+                let taken = Instant::now();
+                let _: i64 = r.run(&["RCACHE.PURGE", &path]).expect("PURGE");
+                purges += 1;
+                for v in 0..3 {
+                    let got: Option<String> = r.run(&["RCACHE.GET", &path, "QUERY", &format!("v={v}")]).expect("GET");
+                    reads += 1;
+                    if let Some(value) = got {
+                        let at = stored.lock().unwrap().get(&value).copied();
+                        let Some(at) = at else { panic!("{path}: {value} was never stored") };
+                        if at.is_some_and(|at| at < taken) {
+                            violations.push(format!("{path}: {value} was stored before purge {purges}"));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (purges, reads, violations, r.tryagains)
+        })
+    };
+
+    // Move the slot by hand, in small batches, slowly enough for both to race it.
+    let mut to_conn = cl.nodes[to].conn();
+    let mut from_conn = cl.nodes[from].conn();
+    q::<()>(&mut to_conn, &["CLUSTER", "SETSLOT", &slot.to_string(), "IMPORTING", &from_id]);
+    q::<()>(&mut from_conn, &["CLUSTER", "SETSLOT", &slot.to_string(), "MIGRATING", &to_id]);
+    let mut moved = 0;
+    loop {
+        let keys: Vec<String> = q(&mut from_conn, &["CLUSTER", "GETKEYSINSLOT", &slot.to_string(), "5"]);
+        if keys.is_empty() {
+            break;
+        }
+        let port = cl.nodes[to].port.to_string();
+        let mut words = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        words.extend(keys.iter().map(String::as_str));
+        let reply: String = q(&mut from_conn, &words); // a BUSYKEY here fails the test
+        assert!(reply == "OK" || reply == "NOKEY", "{reply}");
+        moved += keys.len();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for node in &cl.nodes {
+        q::<()>(&mut node.conn(), &["CLUSTER", "SETSLOT", &slot.to_string(), "NODE", &to_id]);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let (writes, writer_tryagains) = writer.join().expect("writer");
+    let (purges, reads, violations, purger_tryagains) = purger.join().expect("purger");
+    assert!(writer_tryagains > 0, "the writer met the move");
+    eprintln!("moved {moved} keys; {writes} SETs ({writer_tryagains} TRYAGAIN), {purges} purges, {reads} GETs ({purger_tryagains} TRYAGAIN)");
+    assert!(violations.is_empty(), "purged entries were served: {violations:?}");
+    assert!(moved > 300 && purges > 20, "the move and the purges raced: {moved} keys, {purges} purges");
+
+    // Afterwards every node's index matches its keys; the slot lives on `to` only.
+    cl.wait_stable();
+    cl.assert_indexes_exact();
+    assert_eq!(q::<i64>(&mut cl.nodes[from].conn(), &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]), 0);
+    let keys_there: i64 = q(&mut cl.nodes[to].conn(), &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]);
+    let removed: i64 = q(&mut cl.nodes[to].conn(), &["RCACHE.PURGE", "{site}/"]);
+    assert_eq!(removed, keys_there);
+    let others: Vec<String> = q(&mut cl.nodes[cl.owner("/other")].conn(), &["RCACHE.LIST", "/other", "COUNT", "1000"]);
+    assert_eq!(others.len(), 50);
+    assert_eq!(cl.assert_indexes_exact(), 50);
+}
+
+/// The race a purge must win: the primary that takes a tag purge runs its own part
+/// (a long one: many entries), and meanwhile another primary MIGRATEs covered entries
+/// to it one by one. Those arrive after its part ran and before the other primary
+/// runs its own; they must still be removed.
+#[test]
+fn entries_migrated_while_a_purge_runs_are_still_purged() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let cl = Cluster::start(3, 15000, &["cluster-timeout", "30000"]);
+    let slot: i64 = q(&mut cl.nodes[0].conn(), &["CLUSTER", "KEYSLOT", "{x}"]);
+    let from = cl.owner_of_slot(slot);
+    let to = (from + 1) % 3;
+    // The taker's long part: many entries in a slot it owns.
+    let bulk_tag = (0..).map(|i| format!("b{i}")).find(|t| cl.owner(t) == to).expect("a tag on `to`");
+    let mut c = cl.nodes[to].conn();
+    let mut pipe = redis::pipe();
+    for i in 0..60_000 {
+        pipe.cmd("RCACHE.SET").arg(format!("{{{bulk_tag}}}/bulk/{i}")).arg("v").arg("TAGS").arg(1).arg("t").ignore();
+    }
+    pipe.query::<()>(&mut c).expect("bulk SETs");
+    // The moving entries, on `from`.
+    let mut f = cl.nodes[from].conn();
+    for i in 0..300 {
+        set(&mut f, &[&format!("{{x}}/m/{i}"), "v", "TAGS", "1", "t"]);
+    }
+    let (from_id, to_id, to_port) = (cl.id(from), cl.id(to), cl.nodes[to].port.to_string());
+    q::<()>(&mut c, &["CLUSTER", "SETSLOT", &slot.to_string(), "IMPORTING", &from_id]);
+    q::<()>(&mut f, &["CLUSTER", "SETSLOT", &slot.to_string(), "MIGRATING", &to_id]);
+    let done = Arc::new(AtomicBool::new(false));
+    let mover = {
+        let (done, mut f, slot) = (done.clone(), cl.nodes[from].conn(), slot.to_string());
+        std::thread::spawn(move || {
+            let mut moved = 0;
+            while !done.load(Ordering::Relaxed) {
+                let keys: Vec<String> = q(&mut f, &["CLUSTER", "GETKEYSINSLOT", &slot, "1"]);
+                let Some(key) = keys.first() else { break };
+                let reply: String = q(&mut f, &["MIGRATE", "127.0.0.1", &to_port, key, "0", "5000"]);
+                assert!(reply == "OK" || reply == "NOKEY", "{reply}");
+                moved += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            moved
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let removed: i64 = q(&mut c, &["RCACHE.PURGETAG", "t"]);
+    done.store(true, Ordering::Relaxed);
+    let moved = mover.join().expect("mover");
+    assert!(moved > 0 && moved < 300, "the purge ran while entries moved ({moved} moved)");
+    assert!(removed >= 60_000, "{removed}");
+    // Whatever landed on `to` after its part ran is removed on its re-read, before any
+    // command can see it; KEYS is no RCACHE command, so ask one first (with ASKING,
+    // as `to` does not own the slot yet).
+    q::<()>(&mut c, &["ASKING"]);
+    let _: Vec<String> = q(&mut c, &["RCACHE.LIST", "{x}/"]);
+    let left_to: Vec<String> = q(&mut c, &["KEYS", "rcache:~{x}*"]);
+    let left_from: Vec<String> = q(&mut f, &["KEYS", "rcache:~{x}*"]);
+    assert!(left_to.is_empty() && left_from.is_empty(), "purged entries survived: {} on `to`, {} on `from`", left_to.len(), left_from.len());
+    cl.assert_indexes_exact();
+}
+
+/// A replica taken over with CLUSTER FAILOVER, then that new primary killed so its
+/// replica (the old primary) takes over: purges from any node are complete again, and
+/// every node's index matches its keys.
+#[test]
+fn failover_by_command_and_by_a_killed_primary() {
+    let mut cl = Cluster::start(3, 3000, &["cluster-timeout", "2000"]);
+    let paths = fill(&cl);
+    let first = cl.owner(&paths[0]);
+    let replica = cl.add_replica(first, 3000, &["cluster-timeout", "2000"]);
+    let replicated = |cl: &Cluster, node: usize| {
+        let mut c = cl.nodes[node].conn();
+        entry_keys(&mut c).len() == info_u64(&mut c, "entries") as usize
+    };
+    assert!(eventually(30, || replicated(&cl, replica)), "the replica's index follows its keys");
+
+    // 1. A manual failover: the replica becomes the primary of those slots.
+    q::<()>(&mut cl.nodes[replica].conn(), &["CLUSTER", "FAILOVER"]);
+    assert!(eventually(60, || cl.primaries().contains(&replica)), "the replica never took over");
+    cl.wait_stable();
+    assert!(eventually(30, || cl.owner(&paths[0]) == replica), "every node learns the new owner");
+    let owner = cl.owner("/t/5");
+    // Until every node has heard of the failover, a purge may answer TRYAGAIN.
+    assert_eq!(q_retrying::<i64>(&cl, owner, &["RCACHE.PURGE", "/t/5"]), 10);
+    assert_eq!(cl.assert_indexes_exact(), 50);
+    assert!(eventually(30, || replicated(&cl, first)), "the demoted primary's index follows its keys");
+    // The purge parts run from bus messages reach the replica too (and its index).
+    let keys = |node: usize| entry_keys(&mut cl.nodes[node].conn());
+    assert!(eventually(30, || keys(first) == keys(replica)), "the replica applied the purge");
+
+    // 2. The new primary dies; its replica (the old primary) is promoted by the cluster.
+    cl.nodes.remove(replica); // killed on drop
+    assert!(eventually(60, || cl.primaries().contains(&first)), "the old primary was not promoted back");
+    cl.wait_stable();
+    assert!(eventually(30, || cl.owner(&paths[0]) == first), "every node learns the new owner");
+    for (node, tag) in [(0, "s1"), (1, "s2"), (2, "s3")] {
+        assert_eq!(q_retrying::<i64>(&cl, node, &["RCACHE.PURGETAG", tag]), 10, "from node {node}");
+    }
+    assert_eq!(cl.assert_indexes_exact(), 20);
+    let root = cl.owner("/");
+    let listed: Vec<String> = q(&mut cl.nodes[root].conn(), &["RCACHE.LIST", "/", "COUNT", "100"]);
+    assert_eq!(listed.len(), 10, "5 paths of /t/4 and 5 of /t/6 remain");
+}

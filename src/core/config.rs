@@ -1,5 +1,5 @@
 //! Module settings: `rcache.default-ttl`, `rcache.default-grace`, `rcache.ttl-jitter`,
-//! `rcache.max-path-len`, `rcache.max-tags`, `rcache.max-vary`, `rcache.purge-slice-us`. Values live in atomics so commands read them without locking;
+//! `rcache.max-path-len`, `rcache.max-tags`, `rcache.max-vary`, `rcache.purge-slice-us`, `rcache.cluster-timeout`. Values live in atomics so commands read them without locking;
 //! Redis' CONFIG SET/GET reach them through callbacks registered in `lib.rs`.
 
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
@@ -39,10 +39,13 @@ pub static TTL_JITTER: Setting = Setting::new("ttl-jitter", 0, 100, 0);
 pub static MAX_PATH_LEN: Setting = Setting::new("max-path-len", 1, crate::core::path::MAX_PATH_LEN as i64, 4096);
 pub static MAX_TAGS: Setting = Setting::new("max-tags", 1, 1024, 64);
 pub static MAX_VARY: Setting = Setting::new("max-vary", 1, 256, 32);
+/// How long the primary that takes a cluster-wide command waits for the others (ms).
+pub static CLUSTER_TIMEOUT: Setting = Setting::new("cluster-timeout", 100, 600_000, 5000);
 
 pub static PURGE_SLICE_US: Setting = Setting::new("purge-slice-us", 100, 1_000_000, 1000);
 
-pub static SETTINGS: [&Setting; 7] = [&DEFAULT_TTL, &DEFAULT_GRACE, &TTL_JITTER, &MAX_PATH_LEN, &MAX_TAGS, &MAX_VARY, &PURGE_SLICE_US];
+pub static SETTINGS: [&Setting; 8] =
+    [&DEFAULT_TTL, &DEFAULT_GRACE, &TTL_JITTER, &MAX_PATH_LEN, &MAX_TAGS, &MAX_VARY, &PURGE_SLICE_US, &CLUSTER_TIMEOUT];
 
 pub fn limits() -> Limits {
     let as_usize = |s: &Setting| usize::try_from(s.get()).unwrap_or(0);

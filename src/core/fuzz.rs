@@ -14,6 +14,7 @@ use std::cell::Cell;
 
 use proptest::prelude::*;
 
+use crate::core::cluster;
 use crate::core::args::{self, Limits, MAX_LIST_COUNT, MAX_NAME_LEN, MAX_QUERY_LEN};
 use crate::core::entry;
 use crate::core::key::{entry_key, parse_entry_key, Variant};
@@ -364,6 +365,49 @@ proptest! {
             let used: usize = fixed + e.tags.iter().map(|t| 2 + t.len()).sum::<usize>();
             prop_assert!(used <= at && bytes[used..at].iter().all(|&b| b == 0), "tags fill the header, then zero padding");
             prop_assert!(bytes[3] == 2 || used == at, "v1 has no padding");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Cluster bus messages come from other nodes (of any version, or damaged):
+    /// decoding never panics, allocates in proportion to the bytes, and whatever
+    /// decodes encodes back to exactly the same bytes (one encoding per message).
+    #[test]
+    fn cluster_message_decoding(bytes in prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..96),
+        (proptest::collection::vec(label(), 0..4), any::<u64>(), 0u8..8, proptest::collection::vec((0usize..200, any::<u8>()), 0..3), 0usize..200)
+            .prop_map(|(words, id, shape, flips, cut)| {
+                let target = if shape % 2 == 0 {
+                    cluster::Target::Prefix { prefix: words.first().cloned().unwrap_or_default(), exact: shape % 4 == 0 }
+                } else {
+                    cluster::Target::Tags(words.clone())
+                };
+                let op = match shape {
+                    0 | 1 => cluster::Op::Check { user: b"u".to_vec(), target },
+                    2..=5 => cluster::Op::Purge { user: b"u".to_vec(), soft: shape > 3, target },
+                    _ => cluster::Op::List { prefix: b"/".to_vec(), after: words.first().cloned(), count: id as u32 },
+                };
+                let message = if shape == 7 {
+                    cluster::Message::Reply { id, answer: cluster::Answer::Paths(words) }
+                } else {
+                    cluster::Message::Request(cluster::Request { id, issued_ms: id / 5, deadline_ms: id / 3, db: 0, op })
+                };
+                let mut b = cluster::encode(&message);
+                for (at, x) in flips {
+                    let at = at % b.len();
+                    b[at] = x;
+                }
+                b.truncate(cut.max(1));
+                b
+            }),
+    ]) {
+        let (decoded, big) = largest_allocation(|| cluster::decode(&bytes));
+        prop_assert!(big <= 8 * bytes.len() + 1024, "decode allocated {big} for {} bytes", bytes.len());
+        if let Ok(m) = decoded {
+            prop_assert_eq!(cluster::encode(&m), bytes);
         }
     }
 }

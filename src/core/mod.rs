@@ -2,6 +2,7 @@
 //! Redis, so it is unit- and property-tested without a server.
 
 pub mod args;
+pub mod cluster;
 pub mod config;
 pub mod entry;
 pub mod index;

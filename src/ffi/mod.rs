@@ -25,6 +25,7 @@ macro_rules! rm {
 
 mod blocking;
 pub use blocking::{callback_args, Blocked, TimerId};
+pub mod cluster;
 
 #[cold]
 fn missing_api(name: &str) -> ! {
@@ -60,7 +61,10 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_StringTruncate, RedisModule_SetExpire, RedisModule_MallocSize,
         RedisModule_Call, RedisModule_CallReplyArrayElement, RedisModule_CallReplyLength,
         RedisModule_CallReplyStringPtr, RedisModule_FreeCallReply,
-        RedisModule_ValueLength, RedisModule_SignalModifiedKey, RedisModule_SetModuleOptions
+        RedisModule_ValueLength, RedisModule_SignalModifiedKey, RedisModule_SetModuleOptions,
+        // Cluster mode (all in Redis 7.0, so required everywhere rather than only in a cluster).
+        RedisModule_RegisterClusterMessageReceiver, RedisModule_SendClusterMessage,
+        RedisModule_GetClusterNodesList, RedisModule_FreeClusterNodesList, RedisModule_GetClusterNodeInfo
     );
     missing
 }
@@ -373,29 +377,6 @@ impl Ctx {
         }
     }
 
-    /// Whether the calling user may write every key: its root key permissions include
-    /// `~*` (or `%W~*`, `%RW~*`), read with `ACL GETUSER`. A purge then needs no check per
-    /// covered path. False whenever that cannot be told.
-    pub fn user_writes_every_key(&self) -> bool {
-        unsafe {
-            let name = rm!(RedisModule_GetCurrentUserName(self.0));
-            if name.is_null() {
-                return true; // no client: AOF loading, the replication stream
-            }
-            let reply = rm!(RedisModule_Call(self.0, c"ACL".as_ptr(), c"cs".as_ptr(), c"GETUSER".as_ptr(), name));
-            rm!(RedisModule_FreeString(self.0, name));
-            if reply.is_null() {
-                return false;
-            }
-            let field = |i: usize| call_reply_bytes(rm!(RedisModule_CallReplyArrayElement(reply, i)));
-            let len = rm!(RedisModule_CallReplyLength(reply));
-            let keys = (0..len).step_by(2).find(|&i| field(i) == b"keys").map(|i| field(i + 1));
-            let every = keys.is_some_and(|k| k.split(|&b| b == b' ').any(|p| matches!(p, b"~*" | b"%W~*" | b"%RW~*" | b"%WR~*")));
-            rm!(RedisModule_FreeCallReply(reply));
-            every
-        }
-    }
-
     /// The calling client's ACL user, looked up once per command.
     pub fn acl_user(&self) -> AclUser {
         unsafe {
@@ -404,11 +385,12 @@ impl Ctx {
                 return AclUser::Internal; // no client: AOF loading, the replication stream
             }
             let user = rm!(RedisModule_GetModuleUserFromUserName(name));
+            let named = string_bytes(name).to_vec();
             rm!(RedisModule_FreeString(self.0, name));
             if user.is_null() {
                 AclUser::Unknown
             } else {
-                AclUser::User(*self, user)
+                AclUser::User(*self, user, named)
             }
         }
     }
@@ -497,16 +479,41 @@ impl Ctx {
 pub enum AclUser {
     Internal,
     Unknown,
-    User(Ctx, *mut raw::RedisModuleUser),
+    /// The user, and its name.
+    User(Ctx, *mut raw::RedisModuleUser, Vec<u8>),
 }
 
 impl AclUser {
+    /// Whether this user may write every key: its root key permissions include `~*`
+    /// (or `%W~*`, `%RW~*`), read with `ACL GETUSER`. A purge then needs no check per
+    /// covered path. False whenever that cannot be told.
+    pub fn writes_every_key(&self) -> bool {
+        let (ctx, name) = match self {
+            AclUser::Internal => return true,
+            AclUser::Unknown => return false,
+            AclUser::User(ctx, _, name) => (ctx, name),
+        };
+        unsafe {
+            let name = ctx.string(name);
+            let reply = rm!(RedisModule_Call(ctx.0, c"ACL".as_ptr(), c"cs".as_ptr(), c"GETUSER".as_ptr(), name.ptr));
+            if reply.is_null() {
+                return false;
+            }
+            let field = |i: usize| call_reply_bytes(rm!(RedisModule_CallReplyArrayElement(reply, i)));
+            let len = rm!(RedisModule_CallReplyLength(reply));
+            let keys = (0..len).step_by(2).find(|&i| field(i) == b"keys").map(|i| field(i + 1));
+            let every = keys.is_some_and(|k| k.split(|&b| b == b' ').any(|p| matches!(p, b"~*" | b"%W~*" | b"%RW~*" | b"%WR~*")));
+            rm!(RedisModule_FreeCallReply(reply));
+            every
+        }
+    }
+
     /// Whether this user may write (delete) the key named `name`.
     pub fn may_write(&self, name: &[u8]) -> bool {
         match self {
             AclUser::Internal => true,
             AclUser::Unknown => false,
-            AclUser::User(ctx, user) => {
+            AclUser::User(ctx, user, _) => {
                 let key = ctx.string(name);
                 let flags = raw::REDISMODULE_CMD_KEY_DELETE as c_int;
                 unsafe { rm!(RedisModule_ACLCheckKeyPermissions(*user, key.ptr, flags)) == raw::REDISMODULE_OK as c_int }
@@ -517,7 +524,7 @@ impl AclUser {
 
 impl Drop for AclUser {
     fn drop(&mut self) {
-        if let AclUser::User(_, user) = self {
+        if let AclUser::User(_, user, _) = self {
             unsafe { rm!(RedisModule_FreeModuleUser(*user)) };
         }
     }

@@ -10,7 +10,9 @@ use crate::core::args::{self, ArgResult};
 use crate::core::config;
 use crate::core::entry::{self, Header, Soften, State};
 use crate::server::events;
-use crate::ffi::{self, Argv, Command, Ctx, Key, KeyKind, RString, NOTIFY_GENERIC, NOTIFY_STRING};
+use crate::core::cluster::Target;
+use crate::ffi::{self, AclUser, Argv, Command, Ctx, Key, KeyKind, RString, NOTIFY_GENERIC, NOTIFY_STRING};
+use crate::server::cluster;
 use crate::server::guard::guarded;
 use crate::server::purges;
 use crate::core::key::{entry_key, entry_key_name, parse_entry_key};
@@ -53,7 +55,7 @@ fn run(ctx: Ctx, argv: Argv<'_>, name: &str, handler: fn(Ctx, &[&[u8]]) -> ArgRe
 /// Error replies quote client bytes. redis-module turns a reply's chars into bytes with
 /// `as u8` and aborts the server when that yields a NUL (a quoted 'Ā', U+0100, did), so
 /// replies are kept to printable ASCII: any other byte is written `\xNN`.
-fn printable(msg: &str) -> String {
+pub fn printable(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     for &b in msg.as_bytes() {
         if (0x20..0x7f).contains(&b) {
@@ -149,7 +151,7 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
         }
     }
     let replaced_untagged_entry = {
-        let open = ctx.open_key(&key, true);
+        let open = open_entry(ctx, req.path, &key, true)?;
         // An entry already here is already indexed (the index follows the keyspace, and
         // a pending re-read covers one written by a plain SET): refreshing an untagged
         // entry without tags needs no index work, the common case for a cache.
@@ -199,9 +201,24 @@ fn entry_header(ctx: Ctx, key: &Key, path: &[u8]) -> ArgResult<Option<Header>> {
     Ok(purges::visible(ctx.selected_db(), path, header, ffi::milliseconds(), key.abs_expire()))
 }
 
+/// Opens the key of an entry for GET, LOOKUP, SET or DEL. In a cluster, an entry that
+/// is not here, in a slot this node is importing, is a TRYAGAIN (see `cluster`); and
+/// while a cluster-wide purge may be running, entries that just arrived are re-read
+/// first, so one it covers is removed rather than served.
+fn open_entry(ctx: Ctx, path: &[u8], key: &RString, write: bool) -> ArgResult<Key> {
+    if cluster::purges_in_flight() {
+        events::process_pending(ctx);
+    }
+    let open = ctx.open_key(key, write);
+    if open.kind() == KeyKind::Empty {
+        cluster::check_absent_entry_is_ours(ctx, path)?;
+    }
+    Ok(open)
+}
+
 fn get_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_get("rcache.get", argv, &config::limits())?;
-    let key = ctx.open_key(&ctx.string(&entry_key_name(req.path, &req.variant.variant())), false);
+    let key = open_entry(ctx, req.path, &ctx.string(&entry_key_name(req.path, &req.variant.variant())), false)?;
     match entry_header(ctx, &key, req.path)? {
         Some(h) if h.state(ffi::milliseconds()) == State::Fresh => {
             ctx.reply_bulk(&key.string().unwrap_or_default()[h.value_at..]);
@@ -220,7 +237,7 @@ fn lookup_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_lookup(argv, &config::limits())?;
     leases::check_not_replica(ctx, req.lease_ms, req.wait_ms)?;
     let variant = req.variant.variant();
-    let key = ctx.open_key(&ctx.string(&entry_key_name(req.path, &variant)), false);
+    let key = open_entry(ctx, req.path, &ctx.string(&entry_key_name(req.path, &variant)), false)?;
     let found = entry_header(ctx, &key, req.path)?;
     let mut token = None;
     if req.lease_ms.is_some() || req.wait_ms.is_some() {
@@ -316,7 +333,9 @@ fn reply_lease(ctx: Ctx, lease: Option<&[u8]>) {
 fn del_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_get("rcache.del", argv, &config::limits())?;
     let variant = req.variant.variant();
-    let deleted = delete_keys(ctx, vec![entry_key(req.path, &variant)]);
+    let key_name = entry_key(req.path, &variant);
+    drop(open_entry(ctx, req.path, &ctx.string(&key_name), false)?);
+    let deleted = delete_keys(ctx, vec![key_name]);
     let db = ctx.selected_db();
     // Ends the lease whether or not the entry existed (the contract's stale-set guard).
     leases::deleted(ctx, db, req.path, &variant);
@@ -328,17 +347,17 @@ fn del_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     Ok(Reply::Int(1))
 }
 
-/// The entry keys a prefix purge covers, after the caller's permission to remove them
+/// The entry keys a prefix purge covers, after `user`'s permission to remove them
 /// all was checked.
-fn covered_keys(ctx: Ctx, db: i32, coverage: &Coverage<'_>) -> ArgResult<Vec<Vec<u8>>> {
+fn covered_keys(ctx: Ctx, db: i32, user: &AclUser, coverage: &Coverage<'_>) -> ArgResult<Vec<Vec<u8>>> {
     events::process_pending(ctx);
     let (paths, keys) = store::with(|s| s.existing_db(db).map(|d| d.covered(coverage)).unwrap_or_default());
-    check_write_permission(ctx, paths.iter().map(Vec::as_slice))?;
+    check_write_permission(user, paths.iter().map(Vec::as_slice))?;
     Ok(keys)
 }
 
-/// The entry keys carrying any of `tags`, after the caller's permission check.
-fn tagged_keys(ctx: Ctx, db: i32, tags: &[&[u8]]) -> ArgResult<Vec<Vec<u8>>> {
+/// The entry keys carrying any of `tags`, after `user`'s permission check.
+fn tagged_keys(ctx: Ctx, db: i32, user: &AclUser, tags: &[&[u8]]) -> ArgResult<Vec<Vec<u8>>> {
     events::process_pending(ctx);
     // Entries a pending purge hid still carry their tags until removed: not these
     // purges' to count, nor their leases to end.
@@ -350,90 +369,133 @@ fn tagged_keys(ctx: Ctx, db: i32, tags: &[&[u8]]) -> ArgResult<Vec<Vec<u8>>> {
         }
         keys
     });
-    check_write_permission(ctx, keys.iter().filter_map(|k| parse_entry_key(k).map(|(p, _)| p)))?;
+    check_write_permission(user, keys.iter().filter_map(|k| parse_entry_key(k).map(|(p, _)| p)))?;
     Ok(keys)
 }
 
-fn coverage_of<'a>(req: &args::PurgeArgs<'a>) -> Coverage<'a> {
-    if req.exact {
-        Coverage::exact(req.prefix)
-    } else {
-        Coverage::prefix(req.prefix)
+/// The NOPERM decision of a purge, touching nothing (a cluster-wide purge's first phase).
+pub fn check_locally(ctx: Ctx, db: i32, user: &AclUser, target: &Target) -> ArgResult<()> {
+    match target {
+        Target::Prefix { prefix, exact } => {
+            let coverage = if *exact { Coverage::exact(prefix) } else { Coverage::prefix(prefix) };
+            check_prefix_permission(ctx, db, user, &coverage)
+        }
+        Target::Tags(tags) => tagged_keys(ctx, db, user, &tags.iter().map(Vec::as_slice).collect::<Vec<_>>()).map(drop),
     }
 }
 
-/// PURGE removes what fits in about one slice of work at once; anything larger is
-/// hidden at once and removed in the background (`purges`), so the reply comes in
-/// bounded time whatever the prefix covers.
-fn purge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
-    let req = args::parse_purge("rcache.purge", argv)?;
-    let started = Instant::now();
-    let coverage = coverage_of(&req);
-    let db = ctx.selected_db();
+/// `user` may remove every entry the coverage includes (NOPERM otherwise). A user whose
+/// key patterns allow every key needs no look at the paths.
+fn check_prefix_permission(ctx: Ctx, db: i32, user: &AclUser, coverage: &Coverage<'_>) -> ArgResult<()> {
     events::process_pending(ctx);
-    let covered = store::with(|s| s.existing_db(db).map_or(0, |d| d.paths.count_covered(&coverage)));
-    let removed = if covered <= purges::sync_limit() {
-        let keys = covered_keys(ctx, db, &coverage)?;
-        let deleted = delete_keys(ctx, keys);
-        store::with(|s| s.db(db).remove_covered(&coverage));
-        deleted.len() as u64
-    } else {
-        if !ctx.user_writes_every_key() {
-            check_write_permission(ctx, covered_paths(db, &coverage).iter().map(Vec::as_slice))?;
-        }
-        purges::start(ctx, db, req.prefix, req.exact)
-    };
-    leases::purged(ctx, db, &coverage);
-    bump(&STATS.purges, 1);
-    bump(&STATS.purged_entries, removed);
-    STATS.purge_took(started.elapsed().as_micros() as u64);
-    Ok(Reply::Int(removed as i64))
+    if user.writes_every_key() {
+        return Ok(());
+    }
+    let paths = store::with(|s| s.existing_db(db).map(|d| d.paths.list(coverage, None, usize::MAX)).unwrap_or_default());
+    check_write_permission(user, paths.iter().map(Vec::as_slice))
 }
 
-/// The distinct paths the coverage includes (for a permission check).
-fn covered_paths(db: i32, coverage: &Coverage<'_>) -> Vec<Vec<u8>> {
-    store::with(|s| s.existing_db(db).map(|d| d.paths.list(coverage, None, usize::MAX)).unwrap_or_default())
+/// One purge command's work on this server: removes (or soft-purges) what `target`
+/// covers in `db`, if `user` may touch all of it; returns the entries it counted.
+/// Every purge goes through here, on every primary of a cluster. A hard prefix purge
+/// larger than one slice of work is hidden at once and removed in the background
+/// (`purges`), so the reply comes in bounded time whatever the prefix covers.
+pub fn purge_locally(ctx: Ctx, db: i32, user: &AclUser, soft: bool, target: &Target) -> ArgResult<u64> {
+    let started = Instant::now();
+    let counted = match target {
+        Target::Prefix { prefix, exact } => {
+            let coverage = if *exact { Coverage::exact(prefix) } else { Coverage::prefix(prefix) };
+            events::process_pending(ctx);
+            let covered = store::with(|s| s.existing_db(db).map_or(0, |d| d.paths.count_covered(&coverage)));
+            let counted = if !soft && covered > purges::sync_limit() {
+                check_prefix_permission(ctx, db, user, &coverage)?;
+                purges::start(ctx, db, prefix, *exact)
+            } else {
+                let keys = covered_keys(ctx, db, user, &coverage)?;
+                if soft {
+                    soften_keys(ctx, db, keys)
+                } else {
+                    let deleted = delete_keys(ctx, keys);
+                    store::with(|s| s.db(db).remove_covered(&coverage));
+                    deleted.len() as u64
+                }
+            };
+            leases::purged(ctx, db, &coverage);
+            counted
+        }
+        Target::Tags(tags) => {
+            let tags: Vec<&[u8]> = tags.iter().map(Vec::as_slice).collect();
+            let keys = tagged_keys(ctx, db, user, &tags)?;
+            leases::tags_purged(ctx, db, &tags, &keys);
+            if soft {
+                soften_keys(ctx, db, keys)
+            } else {
+                let deleted = delete_keys(ctx, keys);
+                forget_keys(db, &deleted);
+                deleted.len() as u64
+            }
+        }
+    };
+    let entries = match (soft, target) {
+        (false, Target::Prefix { .. }) => &STATS.purged_entries,
+        (true, Target::Prefix { .. }) => &STATS.soft_purged_entries,
+        (false, Target::Tags(_)) => &STATS.tag_purged_entries,
+        (true, Target::Tags(_)) => &STATS.soft_tag_purged_entries,
+    };
+    bump(entries, counted);
+    STATS.purge_took(started.elapsed().as_micros() as u64);
+    Ok(counted)
+}
+
+/// Counts a purge command that succeeded (once, on the server that took it).
+pub fn count_purge_command(soft: bool, target: &Target) {
+    let commands = match (soft, target) {
+        (false, Target::Prefix { .. }) => &STATS.purges,
+        (true, Target::Prefix { .. }) => &STATS.soft_purges,
+        (false, Target::Tags(_)) => &STATS.tag_purges,
+        (true, Target::Tags(_)) => &STATS.soft_tag_purges,
+    };
+    bump(commands, 1);
+}
+
+/// PURGE, SOFTPURGE, PURGETAG, SOFTPURGETAG: here, or on every primary of a cluster.
+fn purge_command(ctx: Ctx, soft: bool, target: Target) -> ArgResult<Reply> {
+    let db = ctx.selected_db();
+    let user = ctx.acl_user();
+    if cluster::fans_out(ctx, &target) {
+        // Refused here, the request never reaches the other primaries.
+        check_locally(ctx, db, &user, &target)?;
+        drop(user);
+        if cluster::start_purge(ctx, db, soft, target.clone())? {
+            return Ok(Reply::Sent);
+        }
+        let n = purge_locally(ctx, db, &ctx.acl_user(), soft, &target)?;
+        count_purge_command(soft, &target);
+        return Ok(Reply::Int(n as i64));
+    }
+    let n = purge_locally(ctx, db, &user, soft, &target)?;
+    count_purge_command(soft, &target);
+    Ok(Reply::Int(n as i64))
+}
+
+fn purge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
+    let req = args::parse_purge("rcache.purge", argv)?;
+    purge_command(ctx, false, Target::Prefix { prefix: req.prefix.to_vec(), exact: req.exact })
 }
 
 fn softpurge_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_purge("rcache.softpurge", argv)?;
-    let started = Instant::now();
-    let db = ctx.selected_db();
-    let coverage = coverage_of(&req);
-    let keys = covered_keys(ctx, db, &coverage)?;
-    let softened = soften_keys(ctx, db, keys);
-    leases::purged(ctx, db, &coverage);
-    bump(&STATS.soft_purges, 1);
-    bump(&STATS.soft_purged_entries, softened);
-    STATS.purge_took(started.elapsed().as_micros() as u64);
-    Ok(Reply::Int(softened as i64))
+    purge_command(ctx, true, Target::Prefix { prefix: req.prefix.to_vec(), exact: req.exact })
 }
 
 fn purgetag_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let tags = args::parse_purgetag("rcache.purgetag", argv)?;
-    let started = Instant::now();
-    let db = ctx.selected_db();
-    let keys = tagged_keys(ctx, db, &tags)?;
-    leases::tags_purged(ctx, db, &tags, &keys);
-    let deleted = delete_keys(ctx, keys);
-    forget_keys(db, &deleted);
-    bump(&STATS.tag_purges, 1);
-    bump(&STATS.tag_purged_entries, deleted.len() as u64);
-    STATS.purge_took(started.elapsed().as_micros() as u64);
-    Ok(Reply::Int(deleted.len() as i64))
+    purge_command(ctx, false, Target::Tags(tags.iter().map(|t| t.to_vec()).collect()))
 }
 
 fn softpurgetag_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let tags = args::parse_purgetag("rcache.softpurgetag", argv)?;
-    let started = Instant::now();
-    let db = ctx.selected_db();
-    let keys = tagged_keys(ctx, db, &tags)?;
-    leases::tags_purged(ctx, db, &tags, &keys);
-    let softened = soften_keys(ctx, db, keys);
-    bump(&STATS.soft_tag_purges, 1);
-    bump(&STATS.soft_tag_purged_entries, softened);
-    STATS.purge_took(started.elapsed().as_micros() as u64);
-    Ok(Reply::Int(softened as i64))
+    purge_command(ctx, true, Target::Tags(tags.iter().map(|t| t.to_vec()).collect()))
 }
 
 /// Drops deleted entry keys from the index of `db`.
@@ -481,12 +543,21 @@ fn soften_keys(ctx: Ctx, db: i32, keys: Vec<Vec<u8>>) -> u64 {
     softened + deleted.len() as u64
 }
 
+/// LIST's page from this server's index (the empty prefix: every path).
+pub fn list_locally(ctx: Ctx, db: i32, prefix: &[u8], after: Option<&[u8]>, count: usize) -> Vec<Vec<u8>> {
+    events::process_pending(ctx);
+    let coverage = if prefix.is_empty() { Coverage::all() } else { Coverage::prefix(prefix) };
+    store::with(|s| s.existing_db(db).map(|d| d.paths.list(&coverage, after, count)).unwrap_or_default())
+}
+
 fn list_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_list(argv)?;
-    events::process_pending(ctx);
     let db = ctx.selected_db();
-    let coverage = if req.prefix.is_empty() { Coverage::all() } else { Coverage::prefix(req.prefix) };
-    let paths = store::with(|s| s.existing_db(db).map(|d| d.paths.list(&coverage, req.after, req.count)).unwrap_or_default());
+    let paths = list_locally(ctx, db, req.prefix, req.after, req.count);
+    let target = Target::Prefix { prefix: req.prefix.to_vec(), exact: false };
+    if cluster::fans_out(ctx, &target) && cluster::start_list(ctx, db, req.prefix, req.after, req.count, paths.clone())? {
+        return Ok(Reply::Sent);
+    }
     Ok(Reply::Paths(paths))
 }
 
@@ -503,8 +574,7 @@ fn notify(ctx: Ctx, class: std::ffi::c_int, event: &CStr, key: &RString) {
 
 /// PURGE and PURGETAG remove only what the caller may write: one path outside its ACL
 /// key permissions refuses the whole request.
-fn check_write_permission<'a>(ctx: Ctx, paths: impl Iterator<Item = &'a [u8]>) -> ArgResult<()> {
-    let user = ctx.acl_user();
+fn check_write_permission<'a>(user: &AclUser, paths: impl Iterator<Item = &'a [u8]>) -> ArgResult<()> {
     let mut last: Option<&[u8]> = None;
     for path in paths {
         if last != Some(path) && !user.may_write(path) {
@@ -521,7 +591,7 @@ fn check_write_permission<'a>(ctx: Ctx, paths: impl Iterator<Item = &'a [u8]>) -
 /// Deletes the keys that still exist (an expired one is gone for us too: opening it
 /// lets Redis expire it, and our callback drops it from the index), replicates the
 /// deletions as UNLINK and raises `del` events. Returns the deleted key names.
-fn delete_keys(ctx: Ctx, keys: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+pub fn delete_keys(ctx: Ctx, keys: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     let mut deleted = Vec::with_capacity(keys.len());
     let mut deleted_names = Vec::with_capacity(keys.len());
     let db = ctx.selected_db();

@@ -31,7 +31,7 @@ use crate::core::purge;
 use crate::core::stats::{Removal, STATS};
 use crate::ffi::{self, Ctx};
 use crate::server::guard::guarded;
-use crate::server::{leases, purges, store};
+use crate::server::{cluster, commands, leases, purges, store};
 
 thread_local! {
     static NOTIFYING_OURSELVES: Cell<bool> = const { Cell::new(false) };
@@ -137,14 +137,25 @@ pub fn signal_paths<'a>(ctx: Ctx, paths: impl IntoIterator<Item = &'a [u8]>) {
 /// makes the index agree with it.
 fn reindex(ctx: Ctx, key: &[u8], path: &[u8], variant: Variant) {
     let db = ctx.selected_db();
-    ctx.peek_string(key, |bytes| match bytes.and_then(|b| entry::decode(b).ok()) {
-        Some(e) => store::with(|s| s.db(db).insert(path, variant, &e.tags)),
+    let purged_while_moving = ctx.peek_string(key, |bytes| match bytes.and_then(|b| entry::decode(b).ok()) {
+        // Moved here (MIGRATE) after this node ran its part of a purge covering it.
+        Some(e) if !ctx.reads_are_side_effect_free() && cluster::purged_while_moving(db, path, &e.tags, e.lifetime.stored_at_ms) => true,
+        Some(e) => {
+            store::with(|s| s.db(db).insert(path, variant, &e.tags));
+            false
+        }
         None => {
             if store::with(|s| s.remove(db, path, &variant)) {
                 STATS.removed(Removal::Other, 1);
             }
+            false
         }
     });
+    if purged_while_moving {
+        let removed = commands::delete_keys(ctx, vec![key.to_vec()]).len() as u64;
+        store::with(|s| s.remove(db, path, &variant));
+        STATS.removed(Removal::Other, removed);
+    }
 }
 
 /// Replaces every index with one built from a scan of the keyspace, for a module

@@ -3,6 +3,7 @@
 //! Redis goes through `crate::ffi`.
 
 mod alloc;
+mod cluster;
 mod commands;
 mod events;
 mod guard;

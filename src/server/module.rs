@@ -6,7 +6,7 @@ use std::ffi::{c_char, c_int, c_longlong, c_void, CStr};
 use redis_module::{raw, Context, RedisString, Status};
 
 use crate::server::alloc::{live_bytes, CountingRedisAlloc};
-use crate::server::commands;
+use crate::server::{cluster, commands};
 use crate::core::config::{self, Setting};
 use crate::server::events;
 use crate::ffi::{self, entry_point, CommandDoc, Ctx, InfoCtx, KEY_RO, KEY_RO_NO_ACCESS, KEY_RW_DELETE, KEY_RW_INSERT, KEY_RW_UPDATE};
@@ -179,6 +179,7 @@ fn setup(ctx: Ctx, args: &[RedisString]) -> Result<(), String> {
     if !ctx.register_info(Some(info)) {
         return Err("could not register the INFO section".into());
     }
+    cluster::register(ctx);
     // Loaded into a running server (MODULE LOAD): index the entries already there.
     // At startup the keyspace is still empty, and loaded data raises `loaded` events.
     events::index_keyspace(ctx);

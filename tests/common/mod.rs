@@ -2,6 +2,8 @@
 //! loopback ports, killed when the handle drops (also when a test fails).
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -163,6 +165,13 @@ impl Server {
         self.spawn();
     }
 
+    /// Sends a signal (`STOP`, `CONT`, ...) to the server process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").arg(format!("-{name}")).arg(pid).status().expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// Kills the server with SIGKILL (no shutdown, no save) and starts it again on the
     /// same port and directory, with `extra` appended to its arguments.
     /// Whether the process is still running (it did not crash).
@@ -239,6 +248,8 @@ pub fn q_err(c: &mut Connection, words: &[&str]) -> String {
 /// The entry keys (rcache:*) in the selected database, sorted.
 pub fn entry_keys(c: &mut Connection) -> Vec<String> {
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("rcache:*").query(c).expect("KEYS");
+    // Not the bookkeeping keys of purges still running in the background.
+    keys.retain(|k| !k.starts_with("rcache:#purge:"));
     keys.sort();
     keys
 }
