@@ -761,7 +761,7 @@ mod tests {
             let mut leases: Vec<RefLease> = Vec::new();
             // Waiters in arrival order: (id, entry, wants lease ms).
             let mut waiters: Vec<(WaiterId, (i32, &'static str, Variant), Option<i64>)> = Vec::new();
-            let mut apply = |actions: Vec<Action>, leases: &mut Vec<RefLease>, waiters: &mut Vec<(WaiterId, (i32, &'static str, Variant), Option<i64>)>, now: i64| {
+            let apply = |actions: Vec<Action>, leases: &mut Vec<RefLease>, waiters: &mut Vec<(WaiterId, (i32, &'static str, Variant), Option<i64>)>, now: i64| {
                 for a in actions {
                     let id = match &a { Action::Serve(id) | Action::Hand(id, _) => *id };
                     let pos = waiters.iter().position(|w| w.0 == id).expect("an action for a known waiter");
