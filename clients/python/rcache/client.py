@@ -282,6 +282,32 @@ def _info_dict(raw: Mapping[str, Any]) -> Dict[str, Any]:
     return {k[len("rcache_"):] if k.startswith("rcache_") else k: v for k, v in raw.items()}
 
 
+def _info_kwargs(conn: Any) -> Dict[str, Any]:
+    """INFO on a ``RedisCluster``: every primary (the figures are summed)."""
+    get_primaries = getattr(conn, "get_primaries", None)
+    if get_primaries is None or _is_pipeline(conn):
+        return {}
+    return {"target_nodes": get_primaries()}
+
+
+def _merge_info(raw: Mapping[str, Any], per_node: bool) -> Dict[str, Any]:
+    """``INFO rcache`` as a dict without the ``rcache_`` prefix; from every primary of
+    a cluster (``per_node``: redis-py's {node: fields}), counters and figures summed,
+    ``purge_max_us`` the largest, ``module_version`` as any node reports it."""
+    if not per_node:
+        return _info_dict(raw)
+    total: Dict[str, Any] = {}
+    for fields in raw.values():
+        for k, v in _info_dict(fields).items():
+            if k == "purge_max_us":
+                total[k] = max(int(total.get(k, 0)), int(v))
+            elif isinstance(v, int) and k != "module_version":
+                total[k] = int(total.get(k, 0)) + v
+            else:
+                total.setdefault(k, v)
+    return total
+
+
 def _is_pipeline(conn: Any) -> bool:
     return hasattr(conn, "command_stack")
 
@@ -318,7 +344,9 @@ class RCache:
 
     On a ``RedisCluster``, keyed commands are routed by the path (redis-py reads
     the key positions from the server's ``COMMAND`` table); the keyless
-    ``purge_tag``/``soft_purge_tag`` go to one random primary.
+    ``purge_tag``/``soft_purge_tag`` go to one random primary, which has every primary
+    do its part (as it does for a prefix without a hash tag), and ``info`` sums every
+    primary's figures.
     """
 
     def __init__(self, conn: Any) -> None:
@@ -442,9 +470,10 @@ class RCache:
     def info(self) -> Dict[str, Any]:
         """The ``INFO rcache`` section as a dict without the ``rcache_`` prefix.
 
-        On a ``RedisCluster`` redis-py asks one node (its default for INFO).
+        On a ``RedisCluster``, the whole cluster's: every primary's figures summed.
         """
-        return _info_dict(self.conn.info("rcache"))
+        kwargs = _info_kwargs(self.conn)
+        return _merge_info(self.conn.info("rcache", **kwargs), bool(kwargs))
 
 
 class AsyncRCache:
@@ -518,4 +547,5 @@ class AsyncRCache:
         return await self.conn.execute_command(*_list_args(prefix, count, after))
 
     async def info(self) -> Dict[str, Any]:
-        return _info_dict(await self.conn.info("rcache"))
+        kwargs = _info_kwargs(self.conn)
+        return _merge_info(await self.conn.info("rcache", **kwargs), bool(kwargs))

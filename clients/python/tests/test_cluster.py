@@ -125,3 +125,22 @@ def test_info_on_a_cluster(cluster: List[RedisServer], rc: redis.RedisCluster) -
     cache.set("{a}/1", b"x")
     info = cache.info()
     assert "entries" in info and isinstance(info["entries"], int)
+
+
+def test_purge_list_and_info_cover_the_whole_cluster(cluster: List[RedisServer], rc: redis.RedisCluster) -> None:
+    """Paths spread over every primary's slots: the module fans purges and LIST out,
+    and info() sums the primaries."""
+    cache = rcache.RCache(rc)
+    rc.flushall(target_nodes=rc.get_primaries())
+    paths = ["/w/%d" % i for i in range(30)]
+    for p in paths:
+        cache.set(p, b"v", tags=["w-tag"] if p.endswith(("0", "5")) else None)
+    slots = {rc.keyslot(cache.key(p)) for p in paths}
+    owners = {rc.nodes_manager.get_node_from_slot(s).name for s in slots}
+    assert len(owners) == 3, "the paths span every primary"
+    assert sorted(cache.list("/w", count=100)) == sorted(p.encode() for p in paths)
+    assert cache.info()["entries"] == 30
+    assert cache.purge_tag("w-tag") == 6
+    assert cache.purge("/w") == 24
+    assert cache.list("/w") == []
+    assert cache.info()["entries"] == 0
