@@ -62,7 +62,7 @@ static LAST_ID: AtomicU64 = AtomicU64::new(0);
 const NEXT_SLICE_MS: i64 = 1;
 const REPLICA_POLL_MS: i64 = 100;
 /// Entries handled between two looks at the clock.
-const BATCH: usize = 16;
+const BATCH: usize = 32;
 
 pub fn set_job_count(n: usize) {
     JOBS.store(n, Relaxed);
@@ -284,32 +284,32 @@ fn run_slice(ctx: Ctx) {
     let mut longest = Duration::ZERO;
     while longest.is_zero() || started.elapsed() + longest <= budget {
         let batch_started = Instant::now();
-        let Some((db, record, path, batch)) = store::with(|s| s.take_batch(BATCH)) else { break };
+        let Some((db, record, batch)) = store::with(|s| s.take_batch(BATCH)) else { break };
         if !ctx.select_db(db) {
             break;
         }
         let mut deleted = Vec::with_capacity(batch.len());
-        for variant in &batch {
-            let key = ctx.string(&entry_key(&path, variant));
+        let mut paths = Vec::with_capacity(batch.len());
+        for (path, variant) in &batch {
+            let key = ctx.string(&entry_key(path, variant));
             let open = ctx.open_key(&key, true);
             // Only what the purge covers: a SET since then stored a newer entry here.
             let covered = open.kind() == KeyKind::String
                 && open
                     .string()
                     .and_then(|b| entry::header(b).ok())
-                    .is_some_and(|h| record.covers(&path, &[], h.lifetime.stored_at_ms));
+                    .is_some_and(|h| record.covers(path, &[], h.lifetime.stored_at_ms));
             if covered && open.delete() {
                 drop(open);
                 deleted.push(key);
+                paths.push(path.as_slice());
             }
         }
         ctx.replicate_unlink(&deleted);
         for key in &deleted {
             events::while_notifying_ourselves(|| ctx.notify(NOTIFY_GENERIC, c"del", key));
         }
-        if !deleted.is_empty() {
-            events::signal_paths(ctx, [path.as_slice()]);
-        }
+        events::signal_paths(ctx, paths);
         finish_done_jobs(ctx);
         longest = longest.max(batch_started.elapsed());
     }

@@ -69,17 +69,25 @@ impl State {
         }
     }
 
-    /// Up to `n` entries (of one path) the oldest resolved job with work left still has
-    /// to remove, with the job's database and record. Out of the index from then on.
-    pub fn take_batch(&mut self, n: usize) -> Option<(i32, PurgeRecord, Vec<u8>, Vec<Variant>)> {
+    /// Up to `n` entries, as (path, variant), the oldest resolved job with work left
+    /// still has to remove, with the job's database and record. Out of the index from
+    /// then on. A path with more variants than fit stays in the job's backlog.
+    pub fn take_batch(&mut self, n: usize) -> Option<(i32, PurgeRecord, Vec<(Vec<u8>, Variant)>)> {
         let dbs = &mut self.dbs;
         let job = self.jobs.iter_mut().find(|j| j.resolved && (!j.backlog.1.is_empty() || dbs.get(&j.db).is_some_and(|d| d.hidden(j.id) > 0)))?;
-        if job.backlog.1.is_empty() {
-            job.backlog = dbs.get_mut(&job.db)?.take_hidden(job.id)?;
+        let mut batch = Vec::with_capacity(n);
+        while batch.len() < n {
+            if job.backlog.1.is_empty() {
+                match dbs.get_mut(&job.db).and_then(|d| d.take_hidden(job.id)) {
+                    Some(next) => job.backlog = next,
+                    None => break,
+                }
+            }
+            let rest = job.backlog.1.len().saturating_sub(n - batch.len());
+            let path = &job.backlog.0;
+            batch.extend(job.backlog.1.split_off(rest).into_iter().map(|v| (path.clone(), v)));
         }
-        let rest = job.backlog.1.len().saturating_sub(n);
-        let batch = job.backlog.1.split_off(rest);
-        Some((job.db, job.record.clone(), job.backlog.0.clone(), batch))
+        Some((job.db, job.record.clone(), batch))
     }
 
     /// Entries a job still has to remove (INFO `purge_pending`).
