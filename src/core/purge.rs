@@ -37,8 +37,14 @@ pub struct PurgeRecord {
 }
 
 /// The bookkeeping key of the purge with `id` (unique per server; see the server layer).
-pub fn record_key(id: u64) -> Vec<u8> {
+/// In a cluster it carries a hash tag of a slot the writing node serves.
+pub fn record_key(id: u64, hash_tag: Option<&[u8]>) -> Vec<u8> {
     let mut key = RECORD_KEY_PREFIX.to_vec();
+    if let Some(tag) = hash_tag {
+        key.push(b'{');
+        key.extend_from_slice(tag);
+        key.extend_from_slice(b"}:");
+    }
     key.extend_from_slice(id.to_string().as_bytes());
     key
 }
@@ -216,10 +222,14 @@ mod tests {
 
     #[test]
     fn record_keys_are_not_entry_keys() {
-        let key = record_key(42);
+        let key = record_key(42, None);
         assert_eq!(key, b"rcache:#purge:42");
         assert!(is_record_key(&key));
         assert_eq!(crate::core::key::parse_entry_key(&key), None);
+        let tagged = record_key(42, Some(b"t3"));
+        assert_eq!(tagged, b"rcache:#purge:{t3}:42");
+        assert!(is_record_key(&tagged));
+        assert_eq!(crate::core::key::parse_entry_key(&tagged), None);
     }
 
     proptest! {

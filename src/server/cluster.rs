@@ -119,6 +119,16 @@ fn owns_slot(ctx: Ctx, slot: u16) -> bool {
     owned
 }
 
+/// In cluster mode, a hash tag whose slot this node serves (`t<n>`, the first such):
+/// the module's own bookkeeping keys (background purge records) carry it, so they live
+/// in a slot of this node. `None` outside a cluster.
+pub fn owned_hash_tag(ctx: Ctx) -> Option<Vec<u8>> {
+    if !enabled() {
+        return None;
+    }
+    (0..65_536u32).map(|n| format!("t{n}").into_bytes()).find(|tag| owns_slot(ctx, cluster::crc16(tag) % 16_384))
+}
+
 /// For SET, GET, LOOKUP and DEL of an entry that is not on this node: an error when
 /// the node is a primary that does not serve the path's slot. Redis sent the command
 /// here because the slot is being imported (the client was redirected with ASK): the

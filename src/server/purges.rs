@@ -32,7 +32,7 @@ use crate::core::purge::{self, PurgeRecord, Seen, Target};
 use crate::core::stats::STATS;
 use crate::ffi::{self, Ctx, KeyKind, NOTIFY_GENERIC};
 use crate::server::guard::guarded;
-use crate::server::{events, store};
+use crate::server::{cluster, events, store};
 
 /// One purge still being carried out. The entries it hides and has not removed yet
 /// are kept by the database's index under `id` (`DbIndex::hidden`).
@@ -136,7 +136,7 @@ pub fn start(ctx: Ctx, db: i32, prefix: &[u8], exact: bool) -> u64 {
     let now = ffi::milliseconds();
     let record = PurgeRecord { at_ms: now, soft: false, target: Target::Prefix { prefix: prefix.to_vec(), exact } };
     let id = next_id(now);
-    let key = purge::record_key(id);
+    let key = purge::record_key(id, cluster::owned_hash_tag(ctx).as_deref());
     if !write_record(ctx, &key, &record) {
         return 0;
     }

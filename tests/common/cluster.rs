@@ -196,8 +196,8 @@ impl Router {
     }
 }
 
-/// Runs `words` on `node` until it answers anything but TRYAGAIN (as cluster clients
-/// retry it), for at most 30 seconds.
+/// Runs `words` on `node` until it answers anything but TRYAGAIN or CLUSTERDOWN (as
+/// cluster clients retry them: the latter while a failover settles), for at most 30 s.
 pub fn q_retrying<T: redis::FromRedisValue>(cl: &Cluster, node: usize, words: &[&str]) -> T {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
@@ -206,7 +206,7 @@ pub fn q_retrying<T: redis::FromRedisValue>(cl: &Cluster, node: usize, words: &[
             command.arg(*w);
         }
         match command.query::<T>(&mut cl.nodes[node].conn()) {
-            Err(e) if e.kind() == redis::ErrorKind::TryAgain && std::time::Instant::now() < deadline => {
+            Err(e) if matches!(e.kind(), redis::ErrorKind::TryAgain | redis::ErrorKind::ClusterDown) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
             other => return other.unwrap_or_else(|e| panic!("{words:?}: {e}")),
