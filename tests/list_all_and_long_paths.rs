@@ -5,6 +5,24 @@
 mod common;
 use common::*;
 
+/// Every path LIST gives under `prefix`, `count` a page, each page starting AFTER the
+/// last path of the one before.
+fn paged(c: &mut Connection, prefix: &str, count: &str) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    loop {
+        let mut words = vec!["RCACHE.LIST", prefix, "COUNT", count];
+        let last = all.last().cloned();
+        if let Some(a) = &last {
+            words.extend(["AFTER", a.as_str()]);
+        }
+        let page: Vec<String> = q(c, &words);
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
 #[test]
 fn paths_stored_before_max_path_len_was_lowered_stay_reachable() {
     let s = Server::start();
@@ -24,21 +42,7 @@ fn paths_stored_before_max_path_len_was_lowered_stay_reachable() {
     assert!(q::<String>(&mut c, &["RCACHE.KEY", &long[0]]).contains(&long[0]));
 
     // LIST pages through the long paths: AFTER of an existing (long) path is accepted.
-    let mut paged: Vec<String> = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut words = vec!["RCACHE.LIST", "/long", "COUNT", "2"];
-        if let Some(a) = &after {
-            words.extend(["AFTER", a.as_str()]);
-        }
-        let page: Vec<String> = q(&mut c, &words);
-        if page.is_empty() {
-            break;
-        }
-        after = page.last().cloned();
-        paged.extend(page);
-    }
-    assert_eq!(paged, long);
+    assert_eq!(paged(&mut c, "/long", "2"), long);
     assert_eq!(q::<Vec<String>>(&mut c, &["RCACHE.LIST", &base, "AFTER", &long[3]]), [long[4].clone()], "a long prefix too");
 
     assert_eq!(q::<i64>(&mut c, &["RCACHE.DEL", &long[0]]), 1);
@@ -70,21 +74,7 @@ fn list_with_the_empty_prefix_lists_every_path() {
     let mut want: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
     want.sort();
     assert_eq!(q::<Vec<String>>(&mut c, &["RCACHE.LIST", ""]), want, "every path once, in byte order");
-    let mut paged: Vec<String> = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut words = vec!["RCACHE.LIST", "", "COUNT", "3"];
-        if let Some(a) = &after {
-            words.extend(["AFTER", a.as_str()]);
-        }
-        let page: Vec<String> = q(&mut c, &words);
-        if page.is_empty() {
-            break;
-        }
-        after = page.last().cloned();
-        paged.extend(page);
-    }
-    assert_eq!(paged, want);
+    assert_eq!(paged(&mut c, "", "3"), want);
     assert_eq!(q::<Vec<String>>(&mut c, &["RCACHE.LIST", "/"]), ["/", "/a", "/a/b"], "`/` still covers only paths under it");
     let e = q_err(&mut c, &["RCACHE.PURGE", ""]);
     assert_eq!(e, "ERR invalid prefix: path is empty", "no purge-everything by an empty argument");
