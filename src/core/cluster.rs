@@ -119,12 +119,8 @@ impl SlotSet {
 /// A cluster node's id, as Redis names it (40 hex characters, not NUL-terminated).
 pub type NodeId = [u8; 40];
 
-/// What a primary is asked to do with its own entries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Prefix { prefix: Vec<u8>, exact: bool },
-    Tags(Vec<Vec<u8>>),
-}
+/// What a primary is asked to purge among its own entries.
+pub use crate::core::purge::Target;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -583,30 +579,26 @@ pub fn timeout_error(phase: Phase, answered: usize, primaries: usize, timeout_ms
 /// still be running elsewhere: an entry it covers can arrive here afterwards from a
 /// primary that had not run its part yet (MIGRATE), and must then be removed too.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PurgeRecord {
+pub struct RecentPurge {
     pub db: i32,
     pub target: Target,
     pub issued_ms: u64,
     pub keep_until_ms: u64,
 }
 
-impl PurgeRecord {
+impl RecentPurge {
     fn covers(&self, db: i32, path: &[u8], tags: &[&[u8]], stored_at_ms: u64) -> bool {
         db == self.db
             && stored_at_ms < self.issued_ms
-            && match &self.target {
-                Target::Prefix { prefix, exact: true } => path::Coverage::exact(prefix).covers(path),
-                Target::Prefix { prefix, exact: false } => path::Coverage::prefix(prefix).covers(path),
-                Target::Tags(purged) => tags.iter().any(|t| purged.iter().any(|p| p == t)),
-            }
+            && self.target.covers(path, tags)
     }
 }
 
 #[derive(Debug, Default)]
-pub struct RecentPurges(Vec<PurgeRecord>);
+pub struct RecentPurges(Vec<RecentPurge>);
 
 impl RecentPurges {
-    pub fn add(&mut self, record: PurgeRecord, now_ms: u64) {
+    pub fn add(&mut self, record: RecentPurge, now_ms: u64) {
         self.0.retain(|r| r.keep_until_ms >= now_ms);
         self.0.push(record);
     }
@@ -821,9 +813,9 @@ e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 7000 [5461-<-2
     fn recent_purges_catch_old_entries_arriving_late() {
         let mut r = RecentPurges::default();
         let prefix = |p: &[u8], exact| Target::Prefix { prefix: p.to_vec(), exact };
-        r.add(PurgeRecord { db: 0, target: prefix(b"/t/5", false), issued_ms: 1000, keep_until_ms: 5000 }, 0);
-        r.add(PurgeRecord { db: 0, target: Target::Tags(vec![b"x".to_vec()]), issued_ms: 1000, keep_until_ms: 5000 }, 0);
-        r.add(PurgeRecord { db: 0, target: prefix(b"/e", true), issued_ms: 1000, keep_until_ms: 5000 }, 0);
+        r.add(RecentPurge { db: 0, target: prefix(b"/t/5", false), issued_ms: 1000, keep_until_ms: 5000 }, 0);
+        r.add(RecentPurge { db: 0, target: Target::Tags(vec![b"x".to_vec()]), issued_ms: 1000, keep_until_ms: 5000 }, 0);
+        r.add(RecentPurge { db: 0, target: prefix(b"/e", true), issued_ms: 1000, keep_until_ms: 5000 }, 0);
         assert!(r.covers(0, b"/t/5/a", &[], 999, 2000));
         assert!(!r.covers(0, b"/t/5/a", &[], 1000, 2000), "stored once the purge was taken");
         assert!(!r.covers(0, b"/t/50", &[], 0, 2000));
@@ -831,7 +823,7 @@ e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 7000 [5461-<-2
         assert!(r.covers(0, b"/other", &[b"y", b"x"], 0, 2000));
         assert!(r.covers(0, b"/e", &[], 0, 2000) && !r.covers(0, b"/e/f", &[], 0, 2000));
         assert!(!r.covers(0, b"/t/5/a", &[], 0, 5001), "kept only while the purge may still run");
-        r.add(PurgeRecord { db: 0, target: prefix(b"/z", false), issued_ms: 1, keep_until_ms: 9000 }, 6000);
+        r.add(RecentPurge { db: 0, target: prefix(b"/z", false), issued_ms: 1, keep_until_ms: 9000 }, 6000);
         assert_eq!(r.0.len(), 1, "expired records are dropped");
     }
 

@@ -22,10 +22,32 @@ const VERSION: u8 = 1;
 const MIN_LEN: usize = crate::core::entry::MIN_STORED_LEN;
 pub const RECORD_KEY_PREFIX: &[u8] = b"rcache:#purge:";
 
+/// What a purge covers: the paths a prefix covers (or the one path, `exact`), or the
+/// entries carrying any of some tags. Also what a cluster's primaries are asked to purge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Prefix { prefix: Vec<u8>, exact: bool },
     Tags(Vec<Vec<u8>>),
+}
+
+impl Target {
+    /// The paths a prefix target covers, in the shape the index searches.
+    pub fn coverage(&self) -> Option<Coverage<'_>> {
+        match self {
+            Target::Prefix { prefix, exact: true } => Some(Coverage::exact(prefix)),
+            Target::Prefix { prefix, exact: false } => Some(Coverage::prefix(prefix)),
+            Target::Tags(_) => None,
+        }
+    }
+
+    /// Whether it covers an entry at `path` carrying `tags`.
+    pub fn covers(&self, path: &[u8], tags: &[&[u8]]) -> bool {
+        match (self, self.coverage()) {
+            (_, Some(coverage)) => coverage.covers(path),
+            (Target::Tags(purged), None) => tags.iter().any(|t| purged.iter().any(|p| p == t)),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,11 +89,7 @@ pub enum Seen {
 
 impl PurgeRecord {
     pub fn coverage(&self) -> Option<Coverage<'_>> {
-        match &self.target {
-            Target::Prefix { prefix, exact: true } => Some(Coverage::exact(prefix)),
-            Target::Prefix { prefix, exact: false } => Some(Coverage::prefix(prefix)),
-            Target::Tags(_) => None,
-        }
+        self.target.coverage()
     }
 
     /// Whether the entry at `path` with `tags`, stored at `stored_at_ms`, is covered.
@@ -79,11 +97,7 @@ impl PurgeRecord {
         if self.at_ms < 0 || stored_at_ms > self.at_ms as u64 {
             return false;
         }
-        match (&self.target, self.coverage()) {
-            (_, Some(coverage)) => coverage.covers(path),
-            (Target::Tags(purged), None) => tags.iter().any(|t| purged.iter().any(|p| p == t)),
-            _ => false,
-        }
+        self.target.covers(path, tags)
     }
 
     /// What this purge makes, at `now_ms`, of a covered entry whose key expires at

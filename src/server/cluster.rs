@@ -15,7 +15,7 @@ use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use redis_module::raw;
 
 use crate::core::cluster::{
-    self, Answer, Message, NodeId, Op, Outcome, Pending, Phase, Progress, PurgeRecord, RecentPurges, Request, Scope, Served, SlotSet, Table, Target,
+    self, Answer, Message, NodeId, Op, Outcome, Pending, Phase, Progress, RecentPurge, RecentPurges, Request, Scope, Served, SlotSet, Table, Target,
 };
 use crate::core::config;
 use crate::ffi::cluster::{payload, sender_id};
@@ -143,7 +143,7 @@ pub fn check_absent_entry_is_ours(ctx: Ctx, path: &[u8]) -> Result<(), String> {
 
 fn remember_purge(db: i32, target: &Target, issued_ms: u64, deadline_ms: u64) {
     let keep_until_ms = deadline_ms.saturating_add(SWEEP_AFTER_DEADLINE_MS as u64);
-    let record = PurgeRecord { db, target: target.clone(), issued_ms, keep_until_ms };
+    let record = RecentPurge { db, target: target.clone(), issued_ms, keep_until_ms };
     state().recent.add(record, now_ms());
     RECENT_PURGES_UNTIL.fetch_max(keep_until_ms, Relaxed);
 }

@@ -376,10 +376,10 @@ fn tagged_keys(ctx: Ctx, db: i32, user: &AclUser, tags: &[&[u8]]) -> ArgResult<V
 /// The NOPERM decision of a purge, touching nothing (a cluster-wide purge's first phase).
 pub fn check_locally(ctx: Ctx, db: i32, user: &AclUser, target: &Target) -> ArgResult<()> {
     match target {
-        Target::Prefix { prefix, exact } => {
-            let coverage = if *exact { Coverage::exact(prefix) } else { Coverage::prefix(prefix) };
-            check_prefix_permission(ctx, db, user, &coverage)
-        }
+        Target::Prefix { .. } => match target.coverage() {
+            Some(coverage) => check_prefix_permission(ctx, db, user, &coverage),
+            None => Ok(()),
+        },
         Target::Tags(tags) => tagged_keys(ctx, db, user, &tags.iter().map(Vec::as_slice).collect::<Vec<_>>()).map(drop),
     }
 }
@@ -403,13 +403,13 @@ fn check_prefix_permission(ctx: Ctx, db: i32, user: &AclUser, coverage: &Coverag
 pub fn purge_locally(ctx: Ctx, db: i32, user: &AclUser, soft: bool, target: &Target) -> ArgResult<u64> {
     let started = Instant::now();
     let counted = match target {
-        Target::Prefix { prefix, exact } => {
-            let coverage = if *exact { Coverage::exact(prefix) } else { Coverage::prefix(prefix) };
+        Target::Prefix { .. } => {
+            let Some(coverage) = target.coverage() else { return Ok(0) };
             events::process_pending(ctx);
             let covered = store::with(|s| s.existing_db(db).map_or(0, |d| d.paths.count_covered(&coverage)));
             let counted = if !soft && covered > purges::sync_limit() {
                 check_prefix_permission(ctx, db, user, &coverage)?;
-                purges::start(ctx, db, prefix, *exact)
+                purges::start(ctx, db, target)
             } else {
                 let keys = covered_keys(ctx, db, user, &coverage)?;
                 if soft {

@@ -27,7 +27,6 @@ use crate::core::config;
 use crate::core::entry::{self, Header};
 use crate::core::index::Stored;
 use crate::core::key::{entry_key, parse_entry_key, Variant};
-use crate::core::path::Coverage;
 use crate::core::purge::{self, PurgeRecord, Seen, Target};
 use crate::core::stats::STATS;
 use crate::ffi::{self, Ctx, KeyKind, NOTIFY_GENERIC};
@@ -129,20 +128,19 @@ fn next_id(now_ms: i64) -> u64 {
     }
 }
 
-/// Starts the background removal of everything `coverage` covers in `db` (a master's
+/// Starts the background removal of everything a prefix `target` covers in `db` (a master's
 /// PURGE): detaches it from the live index, writes and replicates the record, and
 /// returns how many entries it hid.
-pub fn start(ctx: Ctx, db: i32, prefix: &[u8], exact: bool) -> u64 {
+pub fn start(ctx: Ctx, db: i32, target: &Target) -> u64 {
     let now = ffi::milliseconds();
-    let record = PurgeRecord { at_ms: now, soft: false, target: Target::Prefix { prefix: prefix.to_vec(), exact } };
+    let record = PurgeRecord { at_ms: now, soft: false, target: target.clone() };
     let id = next_id(now);
     let key = purge::record_key(id, cluster::owned_hash_tag(ctx).as_deref());
     if !write_record(ctx, &key, &record) {
         return 0;
     }
     let hidden = store::with(|s| {
-        let coverage = record.coverage().unwrap_or_else(|| Coverage::exact(prefix));
-        let hid = s.db(db).hide_covered(id, &coverage) as u64;
+        let hid = record.coverage().map_or(0, |coverage| s.db(db).hide_covered(id, &coverage)) as u64;
         s.add_job(Job { id, db, key, record, resolved: true, backlog: Default::default(), record_lost: false });
         hid
     });
