@@ -30,11 +30,23 @@ pub const SLOTS: u16 = 16384;
 /// The cluster slot of a key, as Redis' `keyHashSlot`: the bytes between the first
 /// `{` and the first `}` after it when there are any, else the whole key.
 pub fn key_hash_slot(key: &[u8]) -> u16 {
-    let tag = key.iter().position(|&b| b == b'{').and_then(|open| {
+    crc16(hash_tag(key).unwrap_or(key)) & (SLOTS - 1)
+}
+
+/// The hash tag of a key: the bytes between its first `{` and the first `}` after it,
+/// when there are any.
+pub fn hash_tag(key: &[u8]) -> Option<&[u8]> {
+    key.iter().position(|&b| b == b'{').and_then(|open| {
         let rest = &key[open + 1..];
         rest.iter().position(|&b| b == b'}').filter(|&close| close > 0).map(|close| &rest[..close])
-    });
-    crc16(tag.unwrap_or(key)) & (SLOTS - 1)
+    })
+}
+
+/// A hash tag `<stem><n>` (the first such) whose keys live in `slot`.
+pub fn hash_tag_for_slot(stem: &str, slot: u16) -> Vec<u8> {
+    let slot = slot & (SLOTS - 1);
+    // Every slot has one below n = 200000 (checked by a test); the bound only ends the loop.
+    (0..1_000_000u32).map(|n| format!("{stem}{n}").into_bytes()).find(|tag| crc16(tag) & (SLOTS - 1) == slot).unwrap_or_default()
 }
 
 /// Where the entries a prefix covers can live.
@@ -77,6 +89,27 @@ impl SlotSet {
         self.0[slot / 64] & (1 << (slot % 64)) != 0
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..SLOTS).filter(|&s| self.contains(s))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&w| w == 0)
+    }
+
+    pub fn union(&self, other: &SlotSet) -> SlotSet {
+        let mut out = self.clone();
+        out.0.iter_mut().zip(other.0.iter()).for_each(|(a, b)| *a |= b);
+        out
+    }
+
+    /// The slots in `self` and not in `other`.
+    pub fn minus(&self, other: &SlotSet) -> SlotSet {
+        let mut out = self.clone();
+        out.0.iter_mut().zip(other.0.iter()).for_each(|(a, b)| *a &= !b);
+        out
+    }
+
     fn insert(&mut self, slot: u16) {
         let slot = usize::from(slot % SLOTS);
         self.0[slot / 64] |= 1 << (slot % 64);
@@ -87,20 +120,11 @@ impl SlotSet {
     /// migrating (`[93->-id]`) still is, and is listed in a range too.
     pub fn from_cluster_nodes(text: &[u8]) -> SlotSet {
         let mut set = SlotSet::default();
-        let Some(line) = text.split(|&b| b == b'\n').find(|l| {
-            l.split(|&b| b == b' ').nth(2).is_some_and(|flags| flags.split(|&b| b == b',').any(|f| f == b"myself"))
-        }) else {
-            return set;
-        };
-        let slot = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.trim().parse::<u16>().ok()).filter(|&n| n < SLOTS);
-        for field in line.split(|&b| b == b' ').skip(8) {
-            if field.starts_with(b"[") {
-                continue;
-            }
+        for field in myself_slot_fields(text).filter(|f| !f.starts_with(b"[")) {
             let mut ends = field.splitn(2, |&b| b == b'-');
-            let (Some(lo), hi) = (ends.next().and_then(slot), ends.next()) else { continue };
+            let (Some(lo), hi) = (ends.next().and_then(parse_slot), ends.next()) else { continue };
             let hi = match hi {
-                Some(h) => match slot(h) {
+                Some(h) => match parse_slot(h) {
                     Some(h) => h,
                     None => continue,
                 },
@@ -112,6 +136,41 @@ impl SlotSet {
         }
         set
     }
+
+    /// The slots this node is migrating to another (`[93->-id]` on its `myself` line):
+    /// still its own, but their keys are on their way out.
+    pub fn migrating_from_cluster_nodes(text: &[u8]) -> SlotSet {
+        Self::marked(text, b"->-")
+    }
+
+    /// The slots this node is importing from another (`[93-<-id]`): keys are arriving.
+    pub fn importing_from_cluster_nodes(text: &[u8]) -> SlotSet {
+        Self::marked(text, b"-<-")
+    }
+
+    fn marked(text: &[u8], arrow: &[u8]) -> SlotSet {
+        let mut set = SlotSet::default();
+        for field in myself_slot_fields(text) {
+            let Some(inner) = field.strip_prefix(b"[") else { continue };
+            let Some(at) = inner.windows(arrow.len()).position(|w| w == arrow) else { continue };
+            if let Some(slot) = parse_slot(&inner[..at]) {
+                set.insert(slot);
+            }
+        }
+        set
+    }
+}
+
+fn parse_slot(b: &[u8]) -> Option<u16> {
+    std::str::from_utf8(b).ok().and_then(|s| s.trim().parse::<u16>().ok()).filter(|&n| n < SLOTS)
+}
+
+/// The slot fields (from the 9th on) of the `myself` line of `CLUSTER NODES`.
+fn myself_slot_fields(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let line = text
+        .split(|&b| b == b'\n')
+        .find(|l| l.split(|&b| b == b' ').nth(2).is_some_and(|flags| flags.split(|&b| b == b',').any(|f| f == b"myself")));
+    line.into_iter().flat_map(|l| l.split(|&b| b == b' ').skip(8))
 }
 
 // ---- Messages ----
@@ -660,6 +719,21 @@ mod tests {
     }
 
     #[test]
+    fn a_hash_tag_for_every_slot() {
+        for stem in ["c", "t"] {
+            let mut found = SlotSet::default();
+            for n in 0..200_000u32 {
+                found.insert(crc16(format!("{stem}{n}").as_bytes()) & (SLOTS - 1));
+            }
+            assert!((0..SLOTS).all(|s| found.contains(s)), "some slot has no tag below {stem}200000");
+            for slot in [0, 93, 5461, 16383] {
+                let key = crate::core::purge::record_key(7, Some(&hash_tag_for_slot(stem, slot)));
+                assert_eq!(key_hash_slot(&key), slot);
+            }
+        }
+    }
+
+    #[test]
     fn scopes() {
         assert_eq!(prefix_scope(b"{shop}/"), Scope::OneSlot(key_hash_slot(b"shop")));
         assert_eq!(prefix_scope(b"/a/{t}"), Scope::OneSlot(key_hash_slot(b"t")));
@@ -680,6 +754,17 @@ e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 7000 [5461-<-2
         assert_eq!(SlotSet::from_cluster_nodes(b"garbage"), SlotSet::default());
         let odd = SlotSet::from_cluster_nodes(b"a b myself,master - 0 0 1 connected 5-3 x-1 99999 16383-99999 12\n");
         assert_eq!(format!("{odd:?}"), "SlotSet(1 slots)", "only `12` is a valid range");
+        let migrating = SlotSet::migrating_from_cluster_nodes(text);
+        assert_eq!(format!("{migrating:?}"), "SlotSet(1 slots)");
+        assert!(migrating.contains(93) && !migrating.contains(5461), "importing is not migrating");
+        let importing = SlotSet::importing_from_cluster_nodes(text);
+        assert!(importing.contains(5461) && !importing.contains(93) && format!("{importing:?}") == "SlotSet(1 slots)");
+        let lost = set.minus(&SlotSet::from_cluster_nodes(b"x y myself - 0 0 1 connected 0-92 94-5460 7000\n"));
+        assert_eq!(format!("{lost:?}"), "SlotSet(1 slots)");
+        assert!(lost.contains(93) && !lost.is_empty() && set.minus(&set).is_empty());
+        assert_eq!(lost.union(&migrating), lost);
+        assert_eq!(format!("{:?}", lost.union(&odd)), "SlotSet(2 slots)");
+        assert_eq!(SlotSet::migrating_from_cluster_nodes(b"a b myself - 0 0 1 connected [x->-y] [->-] [1-<-2]\n"), SlotSet::default());
     }
 
     fn samples() -> Vec<Message> {

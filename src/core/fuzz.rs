@@ -372,6 +372,27 @@ proptest! {
 proptest! {
     #![proptest_config(config())]
 
+    /// `CLUSTER NODES` text (of any Redis version): the slot parsers never panic, and
+    /// a slot is migrating or importing only when its own `[` field says so.
+    #[test]
+    fn cluster_nodes_parsing(lines in proptest::collection::vec(prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..64),
+        proptest::collection::vec(prop_oneof![Just(b' '), Just(b'-'), Just(b'['), Just(b']'), Just(b'>'), Just(b'<'), Just(b'1'), Just(b'9')], 0..40)
+            .prop_map(|tail| [b"a b myself,master - 0 0 1 connected ".to_vec(), tail].concat()),
+    ], 0..4)) {
+        let text = lines.join(&b'\n');
+        let owned = cluster::SlotSet::from_cluster_nodes(&text);
+        let migrating = cluster::SlotSet::migrating_from_cluster_nodes(&text);
+        let importing = cluster::SlotSet::importing_from_cluster_nodes(&text);
+        if !text.windows(3).any(|w| w == b"->-") {
+            prop_assert!(migrating.is_empty());
+        }
+        if !text.windows(3).any(|w| w == b"-<-") {
+            prop_assert!(importing.is_empty());
+        }
+        prop_assert!(owned.iter().chain(migrating.iter()).chain(importing.iter()).all(|s| s < cluster::SLOTS));
+    }
+
     /// Cluster bus messages come from other nodes (of any version, or damaged):
     /// decoding never panics, allocates in proportion to the bytes, and whatever
     /// decodes encodes back to exactly the same bytes (one encoding per message).
