@@ -21,7 +21,7 @@ use crate::core::config;
 use crate::ffi::cluster::{payload, sender_id};
 use crate::ffi::Blocked;
 use crate::ffi::{self, Ctx};
-use crate::server::commands;
+use crate::server::{audit, commands};
 use crate::server::guard::guarded;
 
 /// What a fanned-out command does once every primary answered.
@@ -50,7 +50,9 @@ struct State {
     next_id: u64,
     recent: RecentPurges,
     /// The slots this node serves, and when that was read.
-    my_slots: Option<(SlotSet, u64)>,
+    my_slots: Option<(MySlots, u64)>,
+    /// The slots this node served at the last look of `watch_slots`.
+    watched: Option<SlotSet>,
 }
 
 /// Until when (ms) a recent purge may still be running elsewhere; lets entry reads
@@ -80,6 +82,24 @@ static CLUSTER_MODE: AtomicBool = AtomicBool::new(false);
 pub fn register(ctx: Ctx) {
     CLUSTER_MODE.store(ctx.in_cluster(), Relaxed);
     ctx.register_cluster_receiver(cluster::MESSAGE_TYPE, on_message);
+    if enabled() {
+        ctx.create_timer(WATCH_SLOTS_MS, Some(watch_slots));
+    }
+}
+
+/// How often a node looks whether it lost slots.
+const WATCH_SLOTS_MS: i64 = 1000;
+
+/// Compares this node's slots with the previous look: the index is checked against the
+/// keys of slots it lost (see `audit`).
+unsafe extern "C" fn watch_slots(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    let ctx = Ctx::from_raw(ctx);
+    guarded(ctx, "cluster slot watch", || (), || {
+        if let Some(lost) = lost_slots(ctx) {
+            audit::start(ctx, lost);
+        }
+    });
+    ctx.create_timer(WATCH_SLOTS_MS, Some(watch_slots));
 }
 
 pub fn enabled() -> bool {
@@ -106,27 +126,104 @@ pub fn fans_out(ctx: Ctx, target: &Target) -> bool {
         }
 }
 
-/// Whether this node serves `slot` (read from CLUSTER NODES at most once a second).
-fn owns_slot(ctx: Ctx, slot: u16) -> bool {
-    let now = now_ms();
-    let cached = state().my_slots.as_ref().filter(|(_, at)| now.saturating_sub(*at) < MY_SLOTS_FOR_MS).map(|(s, _)| s.contains(slot));
-    if let Some(owned) = cached {
-        return owned;
-    }
-    let slots = SlotSet::from_cluster_nodes(&ctx.cluster_text(c"NODES").unwrap_or_default());
-    let owned = slots.contains(slot);
-    state().my_slots = Some((slots, now));
-    owned
+/// This node's slots, as its line of `CLUSTER NODES` gives them.
+#[derive(Debug, Clone, Default)]
+struct MySlots {
+    owned: SlotSet,
+    /// Owned, and being moved to another node.
+    migrating: SlotSet,
+    /// Being moved here from another node.
+    importing: SlotSet,
 }
 
-/// In cluster mode, a hash tag whose slot this node serves (`t<n>`, the first such):
-/// the module's own bookkeeping keys (background purge records) carry it, so they live
-/// in a slot of this node. `None` outside a cluster.
-pub fn owned_hash_tag(ctx: Ctx) -> Option<Vec<u8>> {
+/// This node's slots, read from CLUSTER NODES at most once a second (`fresh` forces a
+/// read).
+fn my_slots(ctx: Ctx, fresh: bool) -> MySlots {
+    let now = now_ms();
+    if !fresh {
+        if let Some((slots, _)) = state().my_slots.as_ref().filter(|(_, at)| now.saturating_sub(*at) < MY_SLOTS_FOR_MS) {
+            return slots.clone();
+        }
+    }
+    let text = ctx.cluster_text(c"NODES").unwrap_or_default();
+    let slots = MySlots {
+        owned: SlotSet::from_cluster_nodes(&text),
+        migrating: SlotSet::migrating_from_cluster_nodes(&text),
+        importing: SlotSet::importing_from_cluster_nodes(&text),
+    };
+    state().my_slots = Some((slots.clone(), now));
+    slots
+}
+
+/// Whether this node serves `slot`.
+fn owns_slot(ctx: Ctx, slot: u16) -> bool {
+    my_slots(ctx, false).owned.contains(slot)
+}
+
+/// In cluster mode, the hash tag the record key of a background purge of `target`
+/// carries, so that it lives in a slot this node serves:
+/// - a prefix in one slot: that slot's (the prefix's own hash tag), so the record moves
+///   with the entries it hides when the slot is resharded, and ahead of them (Redis
+///   lists a slot's keys newest first, and the record is newer than what it hides);
+/// - otherwise: one of this node's slots that is not moving away ([`stable_hash_tag`]).
+///
+/// `None` outside a cluster.
+pub fn record_hash_tag(ctx: Ctx, target: &Target) -> Option<Vec<u8>> {
+    match target {
+        Target::Prefix { prefix, .. } if enabled() && one_slot(prefix) => cluster::hash_tag(prefix).map(<[u8]>::to_vec),
+        _ => stable_hash_tag(ctx),
+    }
+}
+
+/// In cluster mode, a hash tag (`t<n>`, the first such) of a slot this node serves and
+/// is not migrating; `None` outside a cluster.
+pub fn stable_hash_tag(ctx: Ctx) -> Option<Vec<u8>> {
     if !enabled() {
         return None;
     }
-    (0..65_536u32).map(|n| format!("t{n}").into_bytes()).find(|tag| owns_slot(ctx, cluster::crc16(tag) % 16_384))
+    // Read now: a migration may have started within the last second.
+    let slots = my_slots(ctx, true);
+    let stable = |slot: u16| slots.owned.contains(slot) && !slots.migrating.contains(slot);
+    (0..65_536u32).map(|n| format!("t{n}").into_bytes()).find(|tag| stable(cluster::crc16(tag) % cluster::SLOTS))
+}
+
+/// The slots this node is importing now (read now); empty outside a cluster.
+pub fn importing_slots(ctx: Ctx) -> SlotSet {
+    if enabled() {
+        my_slots(ctx, true).importing
+    } else {
+        SlotSet::default()
+    }
+}
+
+/// The slots this node is migrating away now (read now); empty outside a cluster.
+pub fn migrating_slots(ctx: Ctx) -> SlotSet {
+    if enabled() {
+        my_slots(ctx, true).migrating
+    } else {
+        SlotSet::default()
+    }
+}
+
+/// Whether a purge record moved here by a slot migration (RESTORE) may cover entries
+/// already here: that of a prefix in one slot (newer entries of the slot may have
+/// arrived first), or a RESTORE outside a cluster. A record of several slots is a
+/// primary's part of a cluster-wide purge, which this node ran its own part of.
+pub fn moved_record_may_cover_entries_here(target: &Target) -> bool {
+    !enabled() || matches!(target, Target::Prefix { prefix, .. } if one_slot(prefix))
+}
+
+fn one_slot(prefix: &[u8]) -> bool {
+    matches!(cluster::prefix_scope(prefix), Scope::OneSlot(_))
+}
+
+/// Slots this node served at the previous look and no longer does. Redis deletes the
+/// keys left in such a slot without a keyspace event (`delKeysInSlot`), so the index
+/// must be checked against the keys there. Re-reads CLUSTER NODES.
+fn lost_slots(ctx: Ctx) -> Option<SlotSet> {
+    let now = my_slots(ctx, true).owned;
+    let before = state().watched.replace(now.clone());
+    before.map(|before| before.minus(&now)).filter(|lost| !lost.is_empty())
 }
 
 /// For SET, GET, LOOKUP and DEL of an entry that is not on this node: an error when

@@ -31,6 +31,7 @@ use crate::core::purge;
 use crate::core::stats::{Removal, STATS};
 use crate::ffi::{self, Ctx};
 use crate::server::guard::guarded;
+use crate::server::purges::RecordChange;
 use crate::server::{cluster, commands, leases, purges, store};
 
 thread_local! {
@@ -109,16 +110,20 @@ fn keyspace_event(ctx: Ctx, event: &[u8], key: &[u8]) {
 }
 
 /// A purge record written or removed by the data itself: the master's purge reaching a
-/// replica, or a record read while loading. On a master a record changes only through
-/// the module's own (muted) writes.
+/// replica, a record read while loading, or one moved here with its slot (RESTORE). On
+/// a master a record changes otherwise only through the module's own (muted) writes.
 fn record_event(ctx: Ctx, db: i32, event: &[u8], key: &[u8]) {
-    match event {
-        b"expire" | b"persist" => {}
-        b"loaded" if ASYNC_LOADING.with(Cell::get) => {}
-        b"del" | b"expired" | b"evicted" | b"rename_from" | b"move_from" => purges::record_event(ctx, db, key, true),
-        _ if ctx.reads_are_side_effect_free() => purges::record_event(ctx, db, key, false),
-        _ => {}
-    }
+    let change = match event {
+        b"expire" | b"persist" => return,
+        b"loaded" if ASYNC_LOADING.with(Cell::get) => return,
+        b"del" | b"expired" | b"evicted" | b"rename_from" | b"move_from" => RecordChange::Removed,
+        // Read once reading is safe, in order with the entries that follow it.
+        b"restore" if !ctx.reads_are_side_effect_free() => return store::with(|s| s.pending.push((db, key.to_vec()))),
+        b"restore" => RecordChange::Restored,
+        _ if ctx.reads_are_side_effect_free() => RecordChange::Written,
+        _ => return,
+    };
+    purges::record_event(ctx, db, key, change);
 }
 
 /// Signals each path as a modified key (consecutive repeats once), for the RCACHE
@@ -138,11 +143,11 @@ pub fn signal_paths<'a>(ctx: Ctx, paths: impl IntoIterator<Item = &'a [u8]>) {
 fn reindex(ctx: Ctx, key: &[u8], path: &[u8], variant: Variant) {
     let db = ctx.selected_db();
     let purged_while_moving = ctx.peek_string(key, |bytes| match bytes.and_then(|b| entry::decode(b).ok()) {
-        // Moved here (MIGRATE) after this node ran its part of a purge covering it.
-        Some(e) if !ctx.reads_are_side_effect_free() && cluster::purged_while_moving(db, path, &e.tags, e.lifetime.stored_at_ms) => true,
         Some(e) => {
-            store::with(|s| s.db(db).insert(path, variant, &e.tags));
-            false
+            let stored_at = e.lifetime.stored_at_ms;
+            let left_to_a_pending_purge = store::with(|s| s.index_arrival(db, path, variant, &e.tags, stored_at));
+            // Moved here (MIGRATE) after this node ran its part of a purge covering it.
+            !left_to_a_pending_purge && !ctx.reads_are_side_effect_free() && cluster::purged_while_moving(db, path, &e.tags, stored_at)
         }
         None => {
             if store::with(|s| s.remove(db, path, &variant)) {
@@ -190,8 +195,8 @@ pub fn index_keyspace(ctx: Ctx) {
     purges::resolve_loaded(ctx);
 }
 
-/// Re-reads the keys whose contents changed outside the module. The caller's
-/// selected database is restored afterwards.
+/// Re-reads the keys whose contents changed outside the module (and purge records moved
+/// here). The caller's selected database is restored afterwards.
 pub fn process_pending(ctx: Ctx) {
     let pending = store::with(|s| std::mem::take(&mut s.pending));
     if pending.is_empty() {
@@ -199,10 +204,13 @@ pub fn process_pending(ctx: Ctx) {
     }
     let selected = ctx.selected_db();
     for (db, key) in pending {
-        if let Some((path, variant)) = parse_entry_key(&key) {
-            if ctx.select_db(db) {
-                reindex(ctx, &key, path, variant);
-            }
+        if !ctx.select_db(db) {
+            continue;
+        }
+        if purge::is_record_key(&key) {
+            purges::record_event(ctx, db, &key, RecordChange::Restored);
+        } else if let Some((path, variant)) = parse_entry_key(&key) {
+            reindex(ctx, &key, path, variant);
         }
     }
     ctx.select_db(selected);

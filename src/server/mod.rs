@@ -3,6 +3,7 @@
 //! Redis goes through `crate::ffi`.
 
 mod alloc;
+mod audit;
 mod cluster;
 mod commands;
 mod events;

@@ -16,6 +16,10 @@
 //!   than the purge); a load matches the record against the loaded entries' stored-at
 //!   once loading ends ([`resolve_loaded`]). A replica promoted while work is pending
 //!   carries on with it.
+//! - In a cluster a record that arrives with a migrated slot is adopted by the
+//!   importing node ([`adopt`]), and a record that moves away is written again; a
+//!   job's hidden entries in a slot being migrated are preceded there by a copy of its
+//!   record ([`copy_into_migrating_slots`]). See docs/cluster.md, "Resharding".
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use redis_module::raw;
 
+use crate::core::cluster::{hash_tag_for_slot, key_hash_slot};
 use crate::core::config;
 use crate::core::entry::{self, Header};
 use crate::core::index::Stored;
@@ -50,6 +55,15 @@ pub struct Job {
     /// Its record key was removed (evicted, say) while work was left: a master writes
     /// it again, so the data keeps saying what is hidden.
     pub record_lost: bool,
+    /// In a cluster: copies of the record written into slots being migrated away (see
+    /// [`copy_into_migrating_slots`]), by slot.
+    pub copies: Vec<(u16, Vec<u8>)>,
+}
+
+impl Job {
+    fn new(id: u64, db: i32, key: Vec<u8>, record: PurgeRecord, resolved: bool) -> Job {
+        Job { id, db, key, record, resolved, backlog: Default::default(), record_lost: false, copies: Vec::new() }
+    }
 }
 
 /// Pending jobs, readable without the lock: the hot paths skip every check at 0.
@@ -135,13 +149,13 @@ pub fn start(ctx: Ctx, db: i32, target: &Target) -> u64 {
     let now = ffi::milliseconds();
     let record = PurgeRecord { at_ms: now, soft: false, target: target.clone() };
     let id = next_id(now);
-    let key = purge::record_key(id, cluster::owned_hash_tag(ctx).as_deref());
+    let key = purge::record_key(id, cluster::record_hash_tag(ctx, target).as_deref());
     if !write_record(ctx, &key, &record) {
         return 0;
     }
     let hidden = store::with(|s| {
         let hid = record.coverage().map_or(0, |coverage| s.db(db).hide_covered(id, &coverage)) as u64;
-        s.add_job(Job { id, db, key, record, resolved: true, backlog: Default::default(), record_lost: false });
+        s.add_job(Job::new(id, db, key, record, true));
         hid
     });
     wake(ctx);
@@ -162,39 +176,122 @@ fn write_record(ctx: Ctx, key: &[u8], record: &PurgeRecord) -> bool {
     written
 }
 
-/// Writes again the records of pending purges that were removed (master only).
+/// Writes again the records of pending purges that were removed (master only): in a
+/// slot of this node that is not moving away, since the old one may have moved (a
+/// record written back into a slot being migrated would be migrated again, onto the
+/// copy already there).
 fn restore_lost_records(ctx: Ctx) {
-    let lost: Vec<(i32, Vec<u8>, PurgeRecord)> =
-        store::with(|s| s.jobs.iter().filter(|j| j.record_lost).map(|j| (j.db, j.key.clone(), j.record.clone())).collect());
+    let lost: Vec<(u64, i32, PurgeRecord)> =
+        store::with(|s| s.jobs.iter().filter(|j| j.record_lost).map(|j| (j.id, j.db, j.record.clone())).collect());
     let selected = ctx.selected_db();
-    for (db, key, record) in lost {
+    for (id, db, record) in lost {
+        let key = purge::record_key(id, cluster::stable_hash_tag(ctx).as_deref());
         if ctx.select_db(db) && write_record(ctx, &key, &record) {
-            store::with(|s| s.jobs.iter_mut().filter(|j| j.db == db && j.key == key).for_each(|j| j.record_lost = false));
+            store::with(|s| {
+                if let Some(job) = s.jobs.iter_mut().find(|j| j.id == id) {
+                    (job.key, job.record_lost) = (key, false);
+                }
+            });
         }
     }
     ctx.select_db(selected);
 }
 
-/// A record key was written or removed outside the module's own commands: on a
-/// replica (the master's purge), while loading, or by a user.
-pub fn record_event(ctx: Ctx, db: i32, key: &[u8], removed: bool) {
-    if removed {
-        store::with(|s| s.record_removed(db, key));
-        return wake(ctx);
+/// In a cluster, the entries a job hides in a slot being migrated away would arrive at
+/// the importing node as live ones. So before they go, a copy of the record is written
+/// into that slot: it is newer than they are, so it moves ahead of them, and the
+/// importing node adopts it ([`adopt`]). Master only; slots read afresh each slice.
+fn copy_into_migrating_slots(ctx: Ctx) {
+    if !cluster::enabled() {
+        return;
     }
-    register(ctx, db, key, !ctx.is_loading());
+    let migrating = cluster::migrating_slots(ctx);
+    if migrating.is_empty() {
+        return;
+    }
+    let wanted: Vec<(u64, i32, u16, PurgeRecord)> = store::with(|s| {
+        let mut wanted = Vec::new();
+        for job in s.jobs.iter().filter(|j| j.resolved && s.pending_of(j) > 0) {
+            for slot in migrating.iter() {
+                if key_hash_slot(&job.key) != slot && !job.copies.iter().any(|(copied, _)| *copied == slot) {
+                    wanted.push((job.id, job.db, slot, job.record.clone()));
+                }
+            }
+        }
+        wanted
+    });
+    let selected = ctx.selected_db();
+    for (id, db, slot, record) in wanted {
+        // `c<n>`: never the name of a record written in that slot before (`t<n>` or the
+        // prefix's own tag), which the importing node may hold already.
+        let key = purge::record_key(id, Some(&hash_tag_for_slot("c", slot)));
+        if ctx.select_db(db) && write_record(ctx, &key, &record) {
+            store::with(|s| s.jobs.iter_mut().filter(|j| j.id == id).for_each(|j| j.copies.push((slot, key.clone()))));
+        }
+    }
+    ctx.select_db(selected);
+}
+
+/// How a purge record key changed outside the module's own commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordChange {
+    Removed,
+    /// Written by a SET: on a replica, the master's purge; or read while loading.
+    Written,
+    /// Restored (RESTORE, from a slot migration's MIGRATE): another node's purge.
+    Restored,
+}
+
+/// A record key was written or removed outside the module's own commands: on a
+/// replica (the master's purge), while loading, by a slot migration, or by a user.
+pub fn record_event(ctx: Ctx, db: i32, key: &[u8], change: RecordChange) {
+    match change {
+        RecordChange::Removed => {
+            store::with(|s| s.record_removed(db, key));
+            wake(ctx);
+        }
+        _ if ctx.is_loading() => register(ctx, db, key, Coverage::AfterLoad),
+        RecordChange::Written => register(ctx, db, key, Coverage::Now),
+        RecordChange::Restored => adopt(ctx, db, key),
+    }
+}
+
+/// A record another node wrote, moved here with its slot: entries it hides follow it
+/// (Redis lists a slot's keys newest first, and a record is newer than what it hides),
+/// and each that arrives is indexed as this job's (`State::index_arrival`). What is
+/// here already: for a prefix in one slot, matched against the entries' stored-at, as
+/// after a load (newer entries may have come first); for a purge of several slots
+/// nothing, as this node ran its own part of that purge.
+fn adopt(ctx: Ctx, db: i32, key: &[u8]) {
+    let Some(record) = ctx.peek_string(key, |bytes| bytes.and_then(PurgeRecord::decode)) else { return };
+    if cluster::moved_record_may_cover_entries_here(&record.target) {
+        register(ctx, db, key, Coverage::AfterLoad);
+        resolve_loaded(ctx);
+    } else {
+        register(ctx, db, key, Coverage::ArrivalsOnly);
+    }
 }
 
 /// A record found in data indexed all at once (MODULE LOAD, a completed async load):
 /// matched against the entries by [`resolve_loaded`].
 pub fn record_found(ctx: Ctx, db: i32, key: &[u8]) {
-    register(ctx, db, key, false);
+    register(ctx, db, key, Coverage::AfterLoad);
 }
 
-/// Registers the job of the record at `key`. Applying a stream (`streaming`), every
-/// covered entry there now is older than the purge and is hidden at once; otherwise
-/// the job waits for [`resolve_loaded`].
-fn register(ctx: Ctx, db: i32, key: &[u8], streaming: bool) {
+/// What a registered record hides of the entries already indexed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coverage {
+    /// Everything its prefix covers: applying a master's stream, every covered entry
+    /// there now is older than the purge.
+    Now,
+    /// What [`resolve_loaded`] matches by stored-at once every key is there.
+    AfterLoad,
+    /// Nothing: only covered entries that arrive from now on.
+    ArrivalsOnly,
+}
+
+/// Registers the job of the record at `key`.
+fn register(ctx: Ctx, db: i32, key: &[u8], coverage: Coverage) {
     let Some(record) = ctx.peek_string(key, |bytes| bytes.and_then(PurgeRecord::decode)) else { return };
     // The record of a job already known (written again after it was lost): same job.
     let known = store::with(|s| s.jobs.iter_mut().find(|j| j.db == db && j.key == key).map(|j| j.record_lost = false).is_some());
@@ -203,10 +300,10 @@ fn register(ctx: Ctx, db: i32, key: &[u8], streaming: bool) {
     }
     let id = next_id(ffi::milliseconds());
     store::with(|s| {
-        if let (true, Some(coverage)) = (streaming, record.coverage()) {
-            s.db(db).hide_covered(id, &coverage);
+        if let (Coverage::Now, Some(covered)) = (coverage, record.coverage()) {
+            s.db(db).hide_covered(id, &covered);
         }
-        s.add_job(Job { id, db, key: key.to_vec(), record, resolved: streaming, backlog: Default::default(), record_lost: false });
+        s.add_job(Job::new(id, db, key.to_vec(), record, coverage != Coverage::AfterLoad));
     });
     wake(ctx);
 }
@@ -265,6 +362,7 @@ extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     guarded(ctx, "background purge", || (), || {
         if !ctx.is_replica() && !ctx.is_loading() {
             restore_lost_records(ctx);
+            copy_into_migrating_slots(ctx);
             run_slice(ctx);
         }
         wake(ctx);
@@ -280,6 +378,8 @@ fn run_slice(ctx: Ctx) {
     // A batch starts only if one more as long as the longest so far still fits (the
     // first always runs: work must progress whatever the setting).
     let mut longest = Duration::ZERO;
+    // Jobs whose entries all went some other way (expired, deleted, migrated).
+    finish_done_jobs(ctx);
     while longest.is_zero() || started.elapsed() + longest <= budget {
         let batch_started = Instant::now();
         let Some((db, record, batch)) = store::with(|s| s.take_batch(BATCH)) else { break };
@@ -316,17 +416,29 @@ fn run_slice(ctx: Ctx) {
 }
 
 /// Deletes the record of every job with nothing left to remove, and forgets the job.
+/// A job whose record is in a slot this node is importing is not done: more of the
+/// entries it hides may still arrive.
 fn finish_done_jobs(ctx: Ctx) {
-    let done: Vec<(i32, Vec<u8>)> = store::with(|s| s.take_done_jobs());
-    for (db, key) in done {
-        if !ctx.select_db(db) {
-            continue;
+    if !store::with(|s| s.any_done_job()) {
+        return;
+    }
+    let importing = cluster::importing_slots(ctx);
+    let done: Vec<Job> = store::with(|s| s.take_done_jobs(|job| !importing.contains(key_hash_slot(&job.key))));
+    for job in done {
+        if ctx.select_db(job.db) {
+            delete_record(ctx, &job.key);
+            job.copies.iter().for_each(|(_, copy)| delete_record(ctx, copy));
         }
-        let name = ctx.string(&key);
-        if ctx.open_key(&name, true).delete() {
-            ctx.replicate_unlink(std::slice::from_ref(&name));
-            events::while_notifying_ourselves(|| ctx.notify(NOTIFY_GENERIC, c"del", &name));
-        }
+    }
+}
+
+/// Deletes (and replicates the deletion of) the record key `key` of the selected
+/// database.
+fn delete_record(ctx: Ctx, key: &[u8]) {
+    let name = ctx.string(key);
+    if ctx.open_key(&name, true).delete() {
+        ctx.replicate_unlink(std::slice::from_ref(&name));
+        events::while_notifying_ourselves(|| ctx.notify(NOTIFY_GENERIC, c"del", &name));
     }
 }
 

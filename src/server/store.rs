@@ -50,6 +50,20 @@ impl State {
         }
     }
 
+    /// Indexes an entry that changed outside the module's own commands (a replica's
+    /// stream, RESTORE from a slot migration, a user's write). One a pending purge
+    /// covers (stored no later than it) arrived after that purge hid what was here: it
+    /// is that purge's to remove, and stays hidden: returns whether one did.
+    pub fn index_arrival(&mut self, db: i32, path: &[u8], variant: Variant, tags: &[&[u8]], stored_at_ms: u64) -> bool {
+        let covering = self.jobs.iter().find(|j| j.db == db && j.resolved && j.record.covers(path, tags, stored_at_ms)).map(|j| j.id);
+        let index = self.db(db);
+        index.insert(path, variant, tags);
+        if let Some(job) = covering {
+            index.hide(job, path, &variant);
+        }
+        covering.is_some()
+    }
+
     pub fn add_job(&mut self, job: Job) {
         self.jobs.push(job);
         purges::set_job_count(self.jobs.len());
@@ -91,17 +105,25 @@ impl State {
     }
 
     /// Entries a job still has to remove (INFO `purge_pending`).
-    fn pending_of(&self, job: &Job) -> u64 {
+    pub fn pending_of(&self, job: &Job) -> u64 {
         (job.backlog.1.len() + self.dbs.get(&job.db).map_or(0, |d| d.hidden(job.id))) as u64
     }
 
-    /// The (db, record key) of every resolved job with nothing left, which are forgotten.
-    pub fn take_done_jobs(&mut self) -> Vec<(i32, Vec<u8>)> {
-        let done_ids: Vec<u64> = self.jobs.iter().filter(|j| j.resolved && self.pending_of(j) == 0).map(|j| j.id).collect();
+    fn is_done(&self, job: &Job) -> bool {
+        job.resolved && self.pending_of(job) == 0
+    }
+
+    pub fn any_done_job(&self) -> bool {
+        self.jobs.iter().any(|j| self.is_done(j))
+    }
+
+    /// Every resolved job with nothing left that `may_end` allows, which are forgotten.
+    pub fn take_done_jobs(&mut self, may_end: impl Fn(&Job) -> bool) -> Vec<Job> {
+        let done_ids: Vec<u64> = self.jobs.iter().filter(|j| self.is_done(j) && may_end(j)).map(|j| j.id).collect();
         let (done, kept): (Vec<Job>, Vec<Job>) = std::mem::take(&mut self.jobs).into_iter().partition(|j| done_ids.contains(&j.id));
         self.jobs = kept;
         purges::set_job_count(self.jobs.len());
-        done.into_iter().map(|j| (j.db, j.key)).collect()
+        done
     }
 
     /// Drops the index of `db` (-1: all databases); returns how many entries it held.

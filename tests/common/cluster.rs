@@ -130,7 +130,7 @@ impl Cluster {
             // Keys a background purge hid are still there until it is done.
             assert!(eventually(30, || info_u64(&mut c, "purge_pending") == 0), "node {i}: background purges did not finish");
             let keys = entry_keys(&mut c);
-            assert_eq!(info_u64(&mut c, "entries") as usize, keys.len(), "node {i}'s index does not match its entry keys");
+            assert_eq!(info_u64(&mut c, "entries") as usize, keys.len(), "node {i}'s index does not match its entry keys {:?}", &keys[..keys.len().min(5)]);
             total += keys.len();
         }
         total
