@@ -15,7 +15,8 @@ use crate::server::purges::{self, Job};
 #[derive(Default)]
 pub struct State {
     dbs: HashMap<i32, DbIndex>,
-    /// (db, key) of entry keys to re-read when reading is safe (see `events`).
+    /// (db, key) of entry keys to re-read, and of purge records that arrived by
+    /// RESTORE, handled in order when reading is safe (see `events`).
     pub pending: Vec<(i32, Vec<u8>)>,
     pub leases: Leases,
     /// Purges still being carried out in the background, oldest first.
