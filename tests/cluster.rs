@@ -430,19 +430,16 @@ fn failover_by_command_and_by_a_killed_primary() {
     assert_eq!(listed.len(), 10, "5 paths of /t/4 and 5 of /t/6 remain");
 }
 
-/// Moves `slot` from node `from` to node `to` by hand, `batch` keys per MIGRATE, and
-/// assigns it to `to` everywhere; `between` runs after each batch (with the keys just
-/// moved). Returns how many keys moved. A BUSYKEY (or any error) fails the test.
-///
-/// The first MIGRATE comes 20 ms after `SETSLOT MIGRATING`: a background purge on
-/// `from` copies its record into the slot at its next slice (about a millisecond
-/// later), and entries migrated before that are the known gap (docs/cluster.md).
+/// Moves `slot` from node `from` to node `to` by hand, `batch` keys per MIGRATE, as
+/// `redis-cli --cluster reshard` does, and assigns it to `to` everywhere; `between`
+/// runs after each MIGRATE (with the keys it was given: those a pending purge hides stay
+/// behind until removed). Returns how many keys it gave MIGRATE. A BUSYKEY (or any
+/// error) fails the test.
 fn move_slot(cl: &Cluster, slot: i64, from: usize, to: usize, batch: usize, mut between: impl FnMut(&[String])) -> usize {
     let (from_id, to_id, slot, port) = (cl.id(from), cl.id(to), slot.to_string(), cl.nodes[to].port.to_string());
     let (mut f, mut t) = (cl.nodes[from].conn(), cl.nodes[to].conn());
     q::<()>(&mut t, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
     q::<()>(&mut f, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
-    std::thread::sleep(std::time::Duration::from_millis(20));
     let mut moved = 0;
     loop {
         let keys: Vec<String> = q(&mut f, &["CLUSTER", "GETKEYSINSLOT", &slot, &batch.to_string()]);
@@ -468,9 +465,9 @@ fn record_keys(cl: &Cluster) -> Vec<String> {
 }
 
 /// A background purge whose slot, or whose record's slot, is resharded while it runs:
-/// - a purge of a hash-tagged prefix keeps its record in the prefix's slot, so the
-///   record moves ahead of the entries it hides and the importing node carries the
-///   purge out on what arrives: nothing purged is served there, during or after;
+/// - a purge of a hash-tagged prefix: the entries it hides stay behind until removed
+///   (MIGRATE leaves them out), so nothing purged is served on the importing node,
+///   during or after, and the move completes once the purge is done;
 /// - the record of a purge of several slots whose slot moves away is written again in a
 ///   slot that stays (no BUSYKEY when the move meets it twice), and the copy that moved
 ///   is dropped.
@@ -515,7 +512,7 @@ fn background_purges_carry_on_while_slots_move() {
             }
         }
     });
-    eprintln!("moved {moved} keys (node {from} to node {to}), {moved_purged} of them hidden by the purge; {read} reads of them there");
+    eprintln!("gave MIGRATE {moved} keys (node {from} to node {to}), {moved_purged} of them hidden by the purge; {read} reads of them there");
     assert!(moved_purged > 0 && read > 0, "the move raced the purge: no purged entry was still there to move");
     assert!(served.is_empty(), "purged entries served on the importing node: {served:?}");
     cl.wait_stable();
@@ -551,7 +548,7 @@ fn background_purges_carry_on_while_slots_move() {
 
     // A primary's part of a cluster-wide purge still running after the purge's deadline
     // (when the other primaries forget it), with entries it hides in a slot that moves
-    // away: a copy of its record goes ahead of them into that slot.
+    // away: they stay behind until removed.
     let x = cl.owner("/n/");
     let (y, mut c) = ((x + 1) % 3, cl.nodes[x].conn());
     let tags_on_x: Vec<String> = (0..).map(|i| format!("s{i}")).filter(|t| cl.owner(t) == x).take(2).collect();
@@ -587,6 +584,66 @@ fn background_purges_carry_on_while_slots_move() {
     for n in 0..3 {
         assert!(q::<Vec<String>>(&mut cl.nodes[n].conn(), &["KEYS", "rcache:~/n/*"]).is_empty(), "node {n} kept purged entries");
     }
+    cl.assert_indexes_exact();
+}
+
+/// Entries a background purge hides never leave with MIGRATE, even one that runs in the
+/// same instant as `SETSLOT MIGRATING`, before the purge's next slice: the node keeps
+/// them until the purge deletes them, and the keys it did not hide move as usual.
+#[test]
+fn migrate_leaves_the_entries_a_pending_purge_hides_behind() {
+    let cl = Cluster::start(3, 15000, &["purge-slice-us", "100"]);
+    let slot: i64 = q(&mut cl.nodes[0].conn(), &["CLUSTER", "KEYSLOT", "{mv}"]);
+    let from = cl.owner_of_slot(slot);
+    let to = (from + 1) % 3;
+    let mut f = cl.nodes[from].conn();
+    let mut pipe = redis::pipe();
+    let purged: Vec<String> = (0..20_000).map(|i| format!("{{mv}}/p/{i}")).collect();
+    let kept: Vec<String> = (0..5).map(|i| format!("{{mv}}/keep/{i}")).collect();
+    for path in purged.iter().chain(&kept) {
+        pipe.cmd("RCACHE.SET").arg(path).arg("v").ignore();
+    }
+    pipe.query::<()>(&mut f).expect("SETs");
+    assert_eq!(q::<i64>(&mut f, &["RCACHE.PURGE", "{mv}/p/"]), 20_000);
+    assert!(info_u64(&mut f, "purge_pending") > 0, "the purge went to the background");
+    // The purge removes in byte order: the last paths are still there for a while.
+    let mut last = purged.clone();
+    last.sort();
+    let hidden: Vec<String> = last[last.len() - 20..].iter().map(|p| q(&mut f, &["RCACHE.KEY", p])).collect();
+    let live: Vec<String> = kept.iter().map(|p| q(&mut f, &["RCACHE.KEY", p])).collect();
+
+    let (slot_arg, port) = (slot.to_string(), cl.nodes[to].port.to_string());
+    let mut t = cl.nodes[to].conn();
+    q::<()>(&mut t, &["CLUSTER", "SETSLOT", &slot_arg, "IMPORTING", &cl.id(from)]);
+    let mut tx = redis::pipe();
+    tx.atomic().cmd("CLUSTER").arg("SETSLOT").arg(&slot_arg).arg("MIGRATING").arg(cl.id(to));
+    tx.cmd("MIGRATE").arg("127.0.0.1").arg(&port).arg("").arg(0).arg(5000).arg("KEYS").arg(&hidden).arg(&live);
+    let (_, migrated): (String, String) = tx.query(&mut f).expect("MULTI SETSLOT MIGRATING + MIGRATE");
+    assert_eq!(migrated, "OK");
+    let there = |c: &mut redis::Connection, key: &str| {
+        q::<()>(c, &["ASKING"]);
+        q::<i64>(c, &["EXISTS", key]) == 1
+    };
+    let arrived: Vec<&String> = hidden.iter().filter(|k| there(&mut t, k)).collect();
+    assert!(arrived.is_empty(), "entries the purge hides reached the importing node: {arrived:?}");
+    assert!(live.iter().all(|k| there(&mut t, k)), "the entries the purge did not cover moved");
+    for path in last[last.len() - 20..].iter() {
+        q::<()>(&mut t, &["ASKING"]);
+        // A miss, or TRYAGAIN while the slot moves: never the entry.
+        let got: redis::RedisResult<Option<String>> = redis::cmd("RCACHE.GET").arg(path).query(&mut t);
+        assert!(!matches!(got, Ok(Some(_))), "{path} served on the importing node");
+    }
+    for path in &kept {
+        q::<()>(&mut t, &["ASKING"]);
+        assert!(get(&mut t, &[path]).is_some(), "{path} moved and is served");
+    }
+
+    // The rest of the move waits for the purge, then completes.
+    move_slot(&cl, slot, from, to, 100, |_| {});
+    cl.wait_stable();
+    assert!(eventually(30, || record_keys(&cl).is_empty()), "records left: {:?}", record_keys(&cl));
+    let listed: Vec<String> = q(&mut t, &["RCACHE.LIST", "{mv}/"]);
+    assert_eq!(listed, kept);
     cl.assert_indexes_exact();
 }
 

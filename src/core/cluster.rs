@@ -42,13 +42,6 @@ pub fn hash_tag(key: &[u8]) -> Option<&[u8]> {
     })
 }
 
-/// A hash tag `<stem><n>` (the first such) whose keys live in `slot`.
-pub fn hash_tag_for_slot(stem: &str, slot: u16) -> Vec<u8> {
-    let slot = slot & (SLOTS - 1);
-    // Every slot has one below n = 200000 (checked by a test); the bound only ends the loop.
-    (0..1_000_000u32).map(|n| format!("{stem}{n}").into_bytes()).find(|tag| crc16(tag) & (SLOTS - 1) == slot).unwrap_or_default()
-}
-
 /// Where the entries a prefix covers can live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -715,21 +708,6 @@ mod tests {
         for p in [&b"/a/b"[..], b"{shop}/x", b"/x/{t}/y", b"/", b"shop.example.com/p"] {
             let v = Variant::new(b"?q", &[(b"a", b"b")]);
             assert_eq!(key_hash_slot(&entry_key(p, &v)), key_hash_slot(p), "{}", String::from_utf8_lossy(p));
-        }
-    }
-
-    #[test]
-    fn a_hash_tag_for_every_slot() {
-        for stem in ["c", "t"] {
-            let mut found = SlotSet::default();
-            for n in 0..200_000u32 {
-                found.insert(crc16(format!("{stem}{n}").as_bytes()) & (SLOTS - 1));
-            }
-            assert!((0..SLOTS).all(|s| found.contains(s)), "some slot has no tag below {stem}200000");
-            for slot in [0, 93, 5461, 16383] {
-                let key = crate::core::purge::record_key(7, Some(&hash_tag_for_slot(stem, slot)));
-                assert_eq!(key_hash_slot(&key), slot);
-            }
         }
     }
 

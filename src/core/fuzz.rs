@@ -15,6 +15,7 @@ use std::cell::Cell;
 use proptest::prelude::*;
 
 use crate::core::cluster;
+use crate::core::migrate;
 use crate::core::args::{self, Limits, MAX_LIST_COUNT, MAX_NAME_LEN, MAX_QUERY_LEN};
 use crate::core::entry;
 use crate::core::key::{entry_key, parse_entry_key, Variant};
@@ -391,6 +392,26 @@ proptest! {
             prop_assert!(importing.is_empty());
         }
         prop_assert!(owned.iter().chain(migrating.iter()).chain(importing.iter()).all(|s| s < cluster::SLOTS));
+    }
+
+    /// MIGRATE as any client may write it: the filter's edits always apply, and what
+    /// Redis then runs moves none of the keys kept here (its keys parse the same way).
+    #[test]
+    fn migrate_filtering(argv in proptest::collection::vec(prop_oneof![
+        4 => prop_oneof![Just(b"hid".to_vec()), Just(b"key".to_vec()), Just(Vec::new())],
+        3 => prop_oneof![random_case("KEYS"), random_case("COPY"), random_case("REPLACE"), random_case("AUTH"), random_case("AUTH2")],
+        1 => proptest::collection::vec(any::<u8>(), 0..6),
+    ], 0..12), name in prop_oneof![random_case("MIGRATE"), Just(b"GET".to_vec())]) {
+        let argv: Vec<Vec<u8>> = std::iter::once(name).chain(argv).collect();
+        let argv_refs = refs(&argv);
+        let kept = |k: &[u8]| k == b"hid";
+        let edits = migrate::keep_keys(&argv_refs, kept);
+        let out = migrate::apply(&argv_refs, &edits);
+        prop_assert!(out.is_some(), "{edits:?} do not apply to {argv:?}");
+        let out = out.unwrap_or_default();
+        let out_refs = refs(&out);
+        prop_assert!(migrate::keep_keys(&out_refs, kept).is_empty(), "a kept key is still moved: {out:?}");
+        prop_assert_eq!(out.len() + edits.iter().filter(|e| matches!(e, migrate::Edit::Delete(_))).count(), argv.len() + edits.iter().filter(|e| matches!(e, migrate::Edit::Append(_))).count());
     }
 
     /// Cluster bus messages come from other nodes (of any version, or damaged):

@@ -8,6 +8,7 @@ pub mod entry;
 pub mod index;
 pub mod key;
 pub mod lease;
+pub mod migrate;
 pub mod path;
 pub mod purge;
 pub mod stats;

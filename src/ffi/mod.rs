@@ -26,6 +26,8 @@ macro_rules! rm {
 mod blocking;
 pub use blocking::{callback_args, Blocked, TimerId};
 pub mod cluster;
+mod filter;
+pub use filter::FilteredCommand;
 
 #[cold]
 fn missing_api(name: &str) -> ! {
@@ -64,7 +66,9 @@ pub fn missing_apis() -> Vec<&'static str> {
         RedisModule_ValueLength, RedisModule_SignalModifiedKey, RedisModule_SetModuleOptions,
         // Cluster mode (all in Redis 7.0, so required everywhere rather than only in a cluster).
         RedisModule_RegisterClusterMessageReceiver, RedisModule_SendClusterMessage,
-        RedisModule_GetClusterNodesList, RedisModule_FreeClusterNodesList, RedisModule_GetClusterNodeInfo
+        RedisModule_GetClusterNodesList, RedisModule_FreeClusterNodesList, RedisModule_GetClusterNodeInfo,
+        RedisModule_RegisterCommandFilter, RedisModule_CommandFilterArgsCount, RedisModule_CommandFilterArgGet,
+        RedisModule_CommandFilterArgDelete, RedisModule_CommandFilterArgReplace, RedisModule_CommandFilterArgInsert
     );
     missing
 }
@@ -266,6 +270,12 @@ pub const NOTIFY_STRING: c_int = raw::REDISMODULE_NOTIFY_STRING;
 impl Ctx {
     pub fn from_raw(ctx: *mut raw::RedisModuleCtx) -> Self {
         Ctx(ctx)
+    }
+
+    /// No context, for callbacks Redis gives none (command filters): only [`log`](Self::log)
+    /// works on it.
+    pub fn detached() -> Self {
+        Ctx(ptr::null_mut())
     }
 
     pub fn string(&self, bytes: &[u8]) -> RString {

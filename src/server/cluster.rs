@@ -21,7 +21,7 @@ use crate::core::config;
 use crate::ffi::cluster::{payload, sender_id};
 use crate::ffi::Blocked;
 use crate::ffi::{self, Ctx};
-use crate::server::{audit, commands};
+use crate::server::{audit, commands, migration};
 use crate::server::guard::guarded;
 
 /// What a fanned-out command does once every primary answered.
@@ -84,6 +84,7 @@ pub fn register(ctx: Ctx) {
     ctx.register_cluster_receiver(cluster::MESSAGE_TYPE, on_message);
     if enabled() {
         ctx.create_timer(WATCH_SLOTS_MS, Some(watch_slots));
+        migration::register(ctx);
     }
 }
 
@@ -163,8 +164,8 @@ fn owns_slot(ctx: Ctx, slot: u16) -> bool {
 /// In cluster mode, the hash tag the record key of a background purge of `target`
 /// carries, so that it lives in a slot this node serves:
 /// - a prefix in one slot: that slot's (the prefix's own hash tag), so the record moves
-///   with the entries it hides when the slot is resharded, and ahead of them (Redis
-///   lists a slot's keys newest first, and the record is newer than what it hides);
+///   with the slot when it is resharded, and the importing node matches it against the
+///   entries there (the ones it hides stay behind until removed, see `migration`);
 /// - otherwise: one of this node's slots that is not moving away ([`stable_hash_tag`]).
 ///
 /// `None` outside a cluster.
@@ -191,15 +192,6 @@ pub fn stable_hash_tag(ctx: Ctx) -> Option<Vec<u8>> {
 pub fn importing_slots(ctx: Ctx) -> SlotSet {
     if enabled() {
         my_slots(ctx, true).importing
-    } else {
-        SlotSet::default()
-    }
-}
-
-/// The slots this node is migrating away now (read now); empty outside a cluster.
-pub fn migrating_slots(ctx: Ctx) -> SlotSet {
-    if enabled() {
-        my_slots(ctx, true).migrating
     } else {
         SlotSet::default()
     }

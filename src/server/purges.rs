@@ -17,9 +17,9 @@
 //!   once loading ends ([`resolve_loaded`]). A replica promoted while work is pending
 //!   carries on with it.
 //! - In a cluster a record that arrives with a migrated slot is adopted by the
-//!   importing node ([`adopt`]), and a record that moves away is written again; a
-//!   job's hidden entries in a slot being migrated are preceded there by a copy of its
-//!   record ([`copy_into_migrating_slots`]). See docs/cluster.md, "Resharding".
+//!   importing node ([`adopt`]), and a record that moves away is written again. The
+//!   entries a job hides never leave with MIGRATE (`migration`). See docs/cluster.md,
+//!   "Resharding".
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use redis_module::raw;
 
-use crate::core::cluster::{hash_tag_for_slot, key_hash_slot};
+use crate::core::cluster::key_hash_slot;
 use crate::core::config;
 use crate::core::entry::{self, Header};
 use crate::core::index::Stored;
@@ -55,14 +55,11 @@ pub struct Job {
     /// Its record key was removed (evicted, say) while work was left: a master writes
     /// it again, so the data keeps saying what is hidden.
     pub record_lost: bool,
-    /// In a cluster: copies of the record written into slots being migrated away (see
-    /// [`copy_into_migrating_slots`]), by slot.
-    pub copies: Vec<(u16, Vec<u8>)>,
 }
 
 impl Job {
     fn new(id: u64, db: i32, key: Vec<u8>, record: PurgeRecord, resolved: bool) -> Job {
-        Job { id, db, key, record, resolved, backlog: Default::default(), record_lost: false, copies: Vec::new() }
+        Job { id, db, key, record, resolved, backlog: Default::default(), record_lost: false }
     }
 }
 
@@ -197,41 +194,6 @@ fn restore_lost_records(ctx: Ctx) {
     ctx.select_db(selected);
 }
 
-/// In a cluster, the entries a job hides in a slot being migrated away would arrive at
-/// the importing node as live ones. So before they go, a copy of the record is written
-/// into that slot: it is newer than they are, so it moves ahead of them, and the
-/// importing node adopts it ([`adopt`]). Master only; slots read afresh each slice.
-fn copy_into_migrating_slots(ctx: Ctx) {
-    if !cluster::enabled() {
-        return;
-    }
-    let migrating = cluster::migrating_slots(ctx);
-    if migrating.is_empty() {
-        return;
-    }
-    let wanted: Vec<(u64, i32, u16, PurgeRecord)> = store::with(|s| {
-        let mut wanted = Vec::new();
-        for job in s.jobs.iter().filter(|j| j.resolved && s.pending_of(j) > 0) {
-            for slot in migrating.iter() {
-                if key_hash_slot(&job.key) != slot && !job.copies.iter().any(|(copied, _)| *copied == slot) {
-                    wanted.push((job.id, job.db, slot, job.record.clone()));
-                }
-            }
-        }
-        wanted
-    });
-    let selected = ctx.selected_db();
-    for (id, db, slot, record) in wanted {
-        // `c<n>`: never the name of a record written in that slot before (`t<n>` or the
-        // prefix's own tag), which the importing node may hold already.
-        let key = purge::record_key(id, Some(&hash_tag_for_slot("c", slot)));
-        if ctx.select_db(db) && write_record(ctx, &key, &record) {
-            store::with(|s| s.jobs.iter_mut().filter(|j| j.id == id).for_each(|j| j.copies.push((slot, key.clone()))));
-        }
-    }
-    ctx.select_db(selected);
-}
-
 /// How a purge record key changed outside the module's own commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordChange {
@@ -256,11 +218,11 @@ pub fn record_event(ctx: Ctx, db: i32, key: &[u8], change: RecordChange) {
     }
 }
 
-/// A record another node wrote, moved here with its slot: entries it hides follow it
-/// (Redis lists a slot's keys newest first, and a record is newer than what it hides),
-/// and each that arrives is indexed as this job's (`State::index_arrival`). What is
-/// here already: for a prefix in one slot, matched against the entries' stored-at, as
-/// after a load (newer entries may have come first); for a purge of several slots
+/// A record another node wrote, moved here with its slot. The entries it hides stay
+/// behind (the node that hides them keeps them out of MIGRATE, see `migration`); a
+/// covered entry that arrives anyway (a RESTORE by hand) is indexed as this job's
+/// (`State::index_arrival`). What is here already: for a prefix in one slot, matched
+/// against the entries' stored-at, as after a load; for a purge of several slots
 /// nothing, as this node ran its own part of that purge.
 fn adopt(ctx: Ctx, db: i32, key: &[u8]) {
     let Some(record) = ctx.peek_string(key, |bytes| bytes.and_then(PurgeRecord::decode)) else { return };
@@ -362,7 +324,6 @@ extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     guarded(ctx, "background purge", || (), || {
         if !ctx.is_replica() && !ctx.is_loading() {
             restore_lost_records(ctx);
-            copy_into_migrating_slots(ctx);
             run_slice(ctx);
         }
         wake(ctx);
@@ -427,7 +388,6 @@ fn finish_done_jobs(ctx: Ctx) {
     for job in done {
         if ctx.select_db(job.db) {
             delete_record(ctx, &job.key);
-            job.copies.iter().for_each(|(_, copy)| delete_record(ctx, copy));
         }
     }
 }
