@@ -1,7 +1,8 @@
-//! Purges of any size (issue 11): a PURGE larger than one slice replies at once, hides
-//! what it covers for every RCACHE command, and removes it in the background — and
-//! that stays true for readers racing the reply, on a replica, through a SIGKILL with
-//! AOF or after a SAVE, and through a promotion while work is pending.
+//! Purges of any size (issue 11): a PURGE or PURGETAG larger than one slice replies
+//! at once, hides what it covers for every RCACHE command, and removes it in the
+//! background — and that stays true for readers racing the reply, on a replica,
+//! through a SIGKILL with AOF or after a SAVE, and through a promotion while work is
+//! pending. Every scenario runs once per kind of purge.
 
 mod common;
 mod index_common;
@@ -35,13 +36,40 @@ fn served_sample(c: &mut Connection) -> usize {
 
 fn load(c: &mut Connection) {
     fill(c, "/big", N, 64, &["TAGS", "1", "bigtag"]);
-    set(c, &["/keep", "k"]);
+    set(c, &["/keep", "k", "TAGS", "1", "other"]);
+}
+
+/// The purges that go to the background: by prefix, and by tag (every `/big` entry
+/// carries `bigtag`, nothing else does).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Prefix,
+    Tag,
+}
+
+const KINDS: [Kind; 2] = [Kind::Prefix, Kind::Tag];
+
+/// Purges every `/big` entry the `kind` way; returns the reply.
+fn purge(c: &mut Connection, kind: Kind) -> i64 {
+    match kind {
+        Kind::Prefix => q(c, &["RCACHE.PURGE", "/big"]),
+        Kind::Tag => q(c, &["RCACHE.PURGETAG", "bigtag"]),
+    }
+}
+
+/// `/big/<i>` stored again (with the purged tag) after the purge replied.
+fn store_again(c: &mut Connection, i: usize, value: &str) {
+    set(c, &[&format!("/big/{i}"), value, "TAGS", "1", "bigtag"]);
 }
 
 /// From the reply on no reader sees a covered entry, while the removal runs in the
 /// background in slices; an entry stored after the reply survives it.
 #[test]
 fn readers_never_see_covered_entries_after_the_reply() {
+    KINDS.into_iter().for_each(readers_never_see_covered_entries_after_the_reply_of);
+}
+
+fn readers_never_see_covered_entries_after_the_reply_of(kind: Kind) {
     let s = Server::start_with(&[], &["purge-slice-us", "200"]);
     let mut c = s.conn();
     load(&mut c);
@@ -73,11 +101,11 @@ fn readers_never_see_covered_entries_after_the_reply() {
     };
     std::thread::sleep(Duration::from_millis(100));
     let started = Instant::now();
-    let removed: i64 = q(&mut c, &["RCACHE.PURGE", "/big"]);
+    let removed = purge(&mut c, kind);
     let reply_ms = started.elapsed().as_secs_f64() * 1000.0;
     replied.store(true, Ordering::SeqCst);
     assert_eq!(removed, N as i64, "the reply counts every covered entry");
-    eprintln!("PURGE of {N}: replied in {reply_ms:.2} ms, {} still pending", purge_pending(&mut c));
+    eprintln!("{kind:?} purge of {N}: replied in {reply_ms:.2} ms, {} still pending", purge_pending(&mut c));
     // Hidden at once for LIST, INFO, DEL and the next purges; the keys still exist.
     assert!(purge_pending(&mut c) > 0, "the removal went to the background");
     assert_eq!(q::<Vec<String>>(&mut c, &["RCACHE.LIST", "/"]), ["/keep"]);
@@ -87,7 +115,7 @@ fn readers_never_see_covered_entries_after_the_reply() {
     assert_eq!(q::<i64>(&mut c, &["RCACHE.PURGETAG", "bigtag"]), 0);
     assert_eq!(record_keys(&mut c).len(), 1, "one bookkeeping key while work is pending");
     // Stored after the reply: never hidden, never removed.
-    set(&mut c, &["/big/5", "new"]);
+    store_again(&mut c, 5, "new");
     wait_done(&mut c, "single server");
     stop.store(true, Ordering::Relaxed);
     reader.join().expect("reader");
@@ -98,13 +126,18 @@ fn readers_never_see_covered_entries_after_the_reply() {
     assert_index_exact(&mut c, &[0], "after the background purge");
     // How long slices take is measured by `make bench`, not asserted on a shared machine.
     assert!(info_u64(&mut c, "purge_max_us") > 0);
-    assert_eq!((info_u64(&mut c, "purges"), info_u64(&mut c, "purged_entries")), (2, N as u64));
+    let (commands, entries) = if kind == Kind::Prefix { ("purges", "purged_entries") } else { ("tag_purges", "tag_purged_entries") };
+    assert_eq!((info_u64(&mut c, commands), info_u64(&mut c, entries)), (2, N as u64));
 }
 
 /// The replica hides what the master's purge hid as soon as it applies the record,
 /// removes nothing itself, and follows the master's UNLINKs to an exact index.
 #[test]
 fn replicas_apply_the_purge_at_once_and_the_removal_as_it_comes() {
+    KINDS.into_iter().for_each(replicas_apply_the_purge_at_once_and_the_removal_as_it_comes_of);
+}
+
+fn replicas_apply_the_purge_at_once_and_the_removal_as_it_comes_of(kind: Kind) {
     let m = Server::start_with(&[], &["purge-slice-us", "100"]);
     let r = Server::start();
     let mut mc = m.conn();
@@ -112,8 +145,8 @@ fn replicas_apply_the_purge_at_once_and_the_removal_as_it_comes() {
     q::<()>(&mut rc, &["REPLICAOF", "127.0.0.1", &m.port.to_string()]);
     assert!(eventually(20, || q::<String>(&mut rc, &["INFO", "replication"]).contains("master_link_status:up")));
     load(&mut mc);
-    assert_eq!(q::<i64>(&mut mc, &["RCACHE.PURGE", "/big"]), N as i64);
-    set(&mut mc, &["/big/7", "after"]);
+    assert_eq!(purge(&mut mc, kind), N as i64);
+    store_again(&mut mc, 7, "after");
     assert_eq!(q::<i64>(&mut mc, &["WAIT", "1", "5000"]), 1);
     assert_eq!(served_sample(&mut rc), 0, "the replica serves no covered entry once it applied the purge");
     assert_eq!(get(&mut rc, &["/big/7"]).as_deref(), Some(&b"after"[..]));
@@ -129,11 +162,15 @@ fn replicas_apply_the_purge_at_once_and_the_removal_as_it_comes() {
 /// record, the restart hides the same entries, and the work finishes.
 #[test]
 fn a_crash_while_work_is_pending_loses_nothing_with_aof() {
+    KINDS.into_iter().for_each(a_crash_while_work_is_pending_loses_nothing_with_aof_of);
+}
+
+fn a_crash_while_work_is_pending_loses_nothing_with_aof_of(kind: Kind) {
     let mut s = Server::start_with(&["--appendonly", "yes", "--appendfsync", "always"], &["purge-slice-us", "100"]);
     let mut c = s.conn();
     load(&mut c);
-    assert_eq!(q::<i64>(&mut c, &["RCACHE.PURGE", "/big"]), N as i64);
-    set(&mut c, &["/big/9", "after"]);
+    assert_eq!(purge(&mut c, kind), N as i64);
+    store_again(&mut c, 9, "after");
     assert!(purge_pending(&mut c) > 0);
     s.crash_and_restart();
     let mut c = s.conn();
@@ -149,11 +186,15 @@ fn a_crash_while_work_is_pending_loses_nothing_with_aof() {
 /// hides what the purge hid, and finishes the work.
 #[test]
 fn a_save_while_work_is_pending_keeps_the_purge() {
+    KINDS.into_iter().for_each(a_save_while_work_is_pending_keeps_the_purge_of);
+}
+
+fn a_save_while_work_is_pending_keeps_the_purge_of(kind: Kind) {
     let mut s = Server::start_with(&[], &["purge-slice-us", "100"]);
     let mut c = s.conn();
     load(&mut c);
-    assert_eq!(q::<i64>(&mut c, &["RCACHE.PURGE", "/big"]), N as i64);
-    set(&mut c, &["/big/11", "after"]);
+    assert_eq!(purge(&mut c, kind), N as i64);
+    store_again(&mut c, 11, "after");
     q::<()>(&mut c, &["SAVE"]);
     assert!(purge_pending(&mut c) > 0, "the SAVE was taken while work was pending");
     s.crash_and_restart();
@@ -168,6 +209,10 @@ fn a_save_while_work_is_pending_keeps_the_purge() {
 /// The master dies while work is pending; its promoted replica finishes the work.
 #[test]
 fn a_promoted_replica_finishes_the_work() {
+    KINDS.into_iter().for_each(a_promoted_replica_finishes_the_work_of);
+}
+
+fn a_promoted_replica_finishes_the_work_of(kind: Kind) {
     let mut m = Server::start_with(&[], &["purge-slice-us", "100"]);
     let r = Server::start_with(&[], &["purge-slice-us", "100"]);
     let mut mc = m.conn();
@@ -176,7 +221,7 @@ fn a_promoted_replica_finishes_the_work() {
     assert!(eventually(20, || q::<String>(&mut rc, &["INFO", "replication"]).contains("master_link_status:up")));
     load(&mut mc);
     assert_eq!(q::<i64>(&mut mc, &["WAIT", "1", "5000"]), 1);
-    assert_eq!(q::<i64>(&mut mc, &["RCACHE.PURGE", "/big"]), N as i64);
+    assert_eq!(purge(&mut mc, kind), N as i64);
     assert_eq!(q::<i64>(&mut mc, &["WAIT", "1", "5000"]), 1);
     m.kill();
     assert!(purge_pending(&mut rc) > 0, "the master died with work pending");
@@ -207,10 +252,14 @@ fn small_purges_finish_in_the_command() {
 /// record again, and the work finishes.
 #[test]
 fn a_lost_record_is_written_again() {
+    KINDS.into_iter().for_each(a_lost_record_is_written_again_of);
+}
+
+fn a_lost_record_is_written_again_of(kind: Kind) {
     let s = Server::start_with(&[], &["purge-slice-us", "100"]);
     let mut c = s.conn();
     load(&mut c);
-    assert_eq!(q::<i64>(&mut c, &["RCACHE.PURGE", "/big"]), N as i64);
+    assert_eq!(purge(&mut c, kind), N as i64);
     let records = record_keys(&mut c);
     assert_eq!(records.len(), 1);
     assert_eq!(q::<i64>(&mut c, &["DEL", &records[0]]), 1);

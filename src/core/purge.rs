@@ -94,10 +94,13 @@ impl PurgeRecord {
 
     /// Whether the entry at `path` with `tags`, stored at `stored_at_ms`, is covered.
     pub fn covers(&self, path: &[u8], tags: &[&[u8]], stored_at_ms: u64) -> bool {
-        if self.at_ms < 0 || stored_at_ms > self.at_ms as u64 {
-            return false;
-        }
-        self.target.covers(path, tags)
+        self.predates(stored_at_ms) && self.target.covers(path, tags)
+    }
+
+    /// Whether an entry stored at `stored_at_ms` was stored no later than the purge
+    /// (what it may cover: a later SET made a new entry).
+    pub fn predates(&self, stored_at_ms: u64) -> bool {
+        self.at_ms >= 0 && stored_at_ms <= self.at_ms as u64
     }
 
     /// What this purge makes, at `now_ms`, of a covered entry whose key expires at

@@ -15,7 +15,7 @@ use crate::ffi::{self, AclUser, Argv, Command, Ctx, Key, KeyKind, RString, NOTIF
 use crate::server::cluster;
 use crate::server::guard::guarded;
 use crate::server::purges;
-use crate::core::key::{entry_key, entry_key_name, parse_entry_key};
+use crate::core::key::{entry_key, entry_key_name, parse_entry_key, Variant};
 use crate::core::lease::{Found, Token};
 use crate::core::path::Coverage;
 use crate::core::stats::{bump, STATS};
@@ -189,7 +189,7 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
 /// The header of the entry an open key (of `path`) holds, as the commands must see
 /// it: `None` when there is none or a pending purge hid it (MISS); stale when a pending
 /// soft purge made it so.
-fn entry_header(ctx: Ctx, key: &Key, path: &[u8]) -> ArgResult<Option<Header>> {
+fn entry_header(ctx: Ctx, key: &Key, path: &[u8], variant: &Variant) -> ArgResult<Option<Header>> {
     let header = match key.kind() {
         KeyKind::Empty => return Ok(None),
         KeyKind::String => entry::header(key.string().unwrap_or_default()).map_err(|e| format!("ERR {e}"))?,
@@ -198,7 +198,7 @@ fn entry_header(ctx: Ctx, key: &Key, path: &[u8]) -> ArgResult<Option<Header>> {
     if !purges::any_pending() {
         return Ok(Some(header));
     }
-    Ok(purges::visible(ctx.selected_db(), path, header, ffi::milliseconds(), key.abs_expire()))
+    Ok(purges::visible(ctx.selected_db(), path, variant, header, ffi::milliseconds(), key.abs_expire()))
 }
 
 /// Opens the key of an entry for GET, LOOKUP, SET or DEL. In a cluster, an entry that
@@ -218,8 +218,9 @@ fn open_entry(ctx: Ctx, path: &[u8], key: &RString, write: bool) -> ArgResult<Ke
 
 fn get_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let req = args::parse_get("rcache.get", argv, &config::limits())?;
-    let key = open_entry(ctx, req.path, &ctx.string(&entry_key_name(req.path, &req.variant.variant())), false)?;
-    match entry_header(ctx, &key, req.path)? {
+    let variant = req.variant.variant();
+    let key = open_entry(ctx, req.path, &ctx.string(&entry_key_name(req.path, &variant)), false)?;
+    match entry_header(ctx, &key, req.path, &variant)? {
         Some(h) if h.state(ffi::milliseconds()) == State::Fresh => {
             ctx.reply_bulk(&key.string().unwrap_or_default()[h.value_at..]);
             bump(&STATS.hits, 1);
@@ -238,7 +239,7 @@ fn lookup_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     leases::check_not_replica(ctx, req.lease_ms, req.wait_ms)?;
     let variant = req.variant.variant();
     let key = open_entry(ctx, req.path, &ctx.string(&entry_key_name(req.path, &variant)), false)?;
-    let found = entry_header(ctx, &key, req.path)?;
+    let found = entry_header(ctx, &key, req.path, &variant)?;
     let mut token = None;
     if req.lease_ms.is_some() || req.wait_ms.is_some() {
         let state = match &found {
@@ -265,7 +266,7 @@ pub fn answer_waiter(ctx: Ctx, argv: &[&[u8]], handed: Option<Token>) -> Option<
         let req = args::parse_lookup(argv, &config::limits())?;
         let variant = req.variant.variant();
         let key = ctx.open_key(&ctx.string(&entry_key(req.path, &variant)), false);
-        let found = entry_header(ctx, &key, req.path)?;
+        let found = entry_header(ctx, &key, req.path, &variant)?;
         let token = handed.filter(|t| leases::holds(ctx.selected_db(), req.path, &variant, t));
         reply_lookup(ctx, &key, found.as_ref(), req.if_none_match, token.as_ref().map(Token::as_bytes));
         Ok(token.is_some())
@@ -356,21 +357,18 @@ fn covered_keys(ctx: Ctx, db: i32, user: &AclUser, coverage: &Coverage<'_>) -> A
     Ok(keys)
 }
 
-/// The entry keys carrying any of `tags`, after `user`'s permission check.
-fn tagged_keys(ctx: Ctx, db: i32, user: &AclUser, tags: &[&[u8]]) -> ArgResult<Vec<Vec<u8>>> {
+/// The live entries carrying any of `tags`, as (path, variant), after `user`'s
+/// permission check. (Entries a pending purge hid still carry their tags until
+/// removed: not these purges' to count, nor their leases to end.)
+fn tagged_entries(ctx: Ctx, db: i32, user: &AclUser, tags: &[&[u8]]) -> ArgResult<Vec<(Vec<u8>, Variant)>> {
     events::process_pending(ctx);
-    // Entries a pending purge hid still carry their tags until removed: not these
-    // purges' to count, nor their leases to end.
-    let keys = store::with(|s| {
-        let Some(d) = s.existing_db(db) else { return Vec::new() };
-        let mut keys = d.tags.keys(tags);
-        if purges::any_pending() {
-            keys.retain(|k| parse_entry_key(k).is_some_and(|(path, variant)| !d.is_hidden(path, &variant)));
-        }
-        keys
-    });
-    check_write_permission(user, keys.iter().filter_map(|k| parse_entry_key(k).map(|(p, _)| p)))?;
-    Ok(keys)
+    let entries = store::with(|s| s.existing_db(db).map(|d| d.tagged(tags)).unwrap_or_default());
+    if !user.writes_every_key() {
+        let mut paths: Vec<&[u8]> = entries.iter().map(|(path, _)| path.as_slice()).collect();
+        paths.sort_unstable();
+        check_write_permission(user, paths.into_iter())?;
+    }
+    Ok(entries)
 }
 
 /// The NOPERM decision of a purge, touching nothing (a cluster-wide purge's first phase).
@@ -380,7 +378,7 @@ pub fn check_locally(ctx: Ctx, db: i32, user: &AclUser, target: &Target) -> ArgR
             Some(coverage) => check_prefix_permission(ctx, db, user, &coverage),
             None => Ok(()),
         },
-        Target::Tags(tags) => tagged_keys(ctx, db, user, &tags.iter().map(Vec::as_slice).collect::<Vec<_>>()).map(drop),
+        Target::Tags(tags) => tagged_entries(ctx, db, user, &tags.iter().map(Vec::as_slice).collect::<Vec<_>>()).map(drop),
     }
 }
 
@@ -397,9 +395,10 @@ fn check_prefix_permission(ctx: Ctx, db: i32, user: &AclUser, coverage: &Coverag
 
 /// One purge command's work on this server: removes (or soft-purges) what `target`
 /// covers in `db`, if `user` may touch all of it; returns the entries it counted.
-/// Every purge goes through here, on every primary of a cluster. A hard prefix purge
-/// larger than one slice of work is hidden at once and removed in the background
-/// (`purges`), so the reply comes in bounded time whatever the prefix covers.
+/// Every purge goes through here, on every primary of a cluster. A hard purge larger
+/// than one slice of work is hidden at once and removed in the background (`purges`):
+/// for a prefix in bounded time whatever it covers, for tags in one in-memory step
+/// per entry instead of a key deletion.
 pub fn purge_locally(ctx: Ctx, db: i32, user: &AclUser, soft: bool, target: &Target) -> ArgResult<u64> {
     let started = Instant::now();
     let counted = match target {
@@ -409,7 +408,7 @@ pub fn purge_locally(ctx: Ctx, db: i32, user: &AclUser, soft: bool, target: &Tar
             let covered = store::with(|s| s.existing_db(db).map_or(0, |d| d.paths.count_covered(&coverage)));
             let counted = if !soft && covered > purges::sync_limit() {
                 check_prefix_permission(ctx, db, user, &coverage)?;
-                purges::start(ctx, db, target)
+                purges::start(ctx, db, target, |d, job| d.hide_covered(job, &coverage))
             } else {
                 let keys = covered_keys(ctx, db, user, &coverage)?;
                 if soft {
@@ -425,8 +424,14 @@ pub fn purge_locally(ctx: Ctx, db: i32, user: &AclUser, soft: bool, target: &Tar
         }
         Target::Tags(tags) => {
             let tags: Vec<&[u8]> = tags.iter().map(Vec::as_slice).collect();
-            let keys = tagged_keys(ctx, db, user, &tags)?;
-            leases::tags_purged(ctx, db, &tags, &keys);
+            let entries = tagged_entries(ctx, db, user, &tags)?;
+            leases::tags_purged(ctx, db, &tags, &entries);
+            if !soft && entries.len() > purges::sync_limit() {
+                return Ok(count_purged(soft, target, started, purges::start(ctx, db, target, |d, job| {
+                    entries.iter().filter(|(path, variant)| d.hide(job, path, variant)).count()
+                })));
+            }
+            let keys: Vec<Vec<u8>> = entries.iter().map(|(path, variant)| entry_key(path, variant)).collect();
             if soft {
                 soften_keys(ctx, db, keys)
             } else {
@@ -436,6 +441,11 @@ pub fn purge_locally(ctx: Ctx, db: i32, user: &AclUser, soft: bool, target: &Tar
             }
         }
     };
+    Ok(count_purged(soft, target, started, counted))
+}
+
+/// Counts a purge's entries in INFO, and the time it took; returns the count.
+fn count_purged(soft: bool, target: &Target, started: Instant, counted: u64) -> u64 {
     let entries = match (soft, target) {
         (false, Target::Prefix { .. }) => &STATS.purged_entries,
         (true, Target::Prefix { .. }) => &STATS.soft_purged_entries,
@@ -444,7 +454,7 @@ pub fn purge_locally(ctx: Ctx, db: i32, user: &AclUser, soft: bool, target: &Tar
     };
     bump(entries, counted);
     STATS.purge_took(started.elapsed().as_micros() as u64);
-    Ok(counted)
+    counted
 }
 
 /// Counts a purge command that succeeded (once, on the server that took it).

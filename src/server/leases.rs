@@ -16,7 +16,7 @@ use std::ffi::c_int;
 
 use redis_module::raw;
 
-use crate::core::key::{parse_entry_key, Variant};
+use crate::core::key::Variant;
 use crate::core::lease::{Action, Found, LeaseTable, Lookup, Token, WaiterId};
 use crate::core::path::Coverage;
 use crate::core::stats::{bump, STATS};
@@ -141,13 +141,13 @@ pub fn purged(ctx: Ctx, db: i32, coverage: &Coverage<'_>) {
     carry_out(ctx, actions);
 }
 
-/// PURGETAG or SOFTPURGETAG of `tags`, which `keys` (entry keys) carried.
-pub fn tags_purged(ctx: Ctx, db: i32, tags: &[&[u8]], keys: &[Vec<u8>]) {
+/// PURGETAG or SOFTPURGETAG of `tags`, which `entries` (path, variant) carried.
+pub fn tags_purged(ctx: Ctx, db: i32, tags: &[&[u8]], entries: &[(Vec<u8>, Variant)]) {
     let now = ffi::milliseconds();
     let actions = store::with(|s| {
         let mut actions = s.leases.table.tag_purged(db, tags, now);
-        for (path, variant) in keys.iter().filter_map(|k| parse_entry_key(k)) {
-            actions.extend(s.leases.table.invalidate(db, path, &variant, now));
+        for (path, variant) in entries {
+            actions.extend(s.leases.table.invalidate(db, path, variant, now));
         }
         actions
     });

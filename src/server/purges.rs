@@ -30,7 +30,7 @@ use redis_module::raw;
 use crate::core::cluster::key_hash_slot;
 use crate::core::config;
 use crate::core::entry::{self, Header};
-use crate::core::index::Stored;
+use crate::core::index::DbIndex;
 use crate::core::key::{entry_key, parse_entry_key, Variant};
 use crate::core::purge::{self, PurgeRecord, Seen, Target};
 use crate::core::stats::STATS;
@@ -82,17 +82,17 @@ pub fn any_pending() -> bool {
     JOBS.load(Relaxed) > 0
 }
 
-/// What the pending purges of `db` make of the entry at `path` whose header is `h`
-/// (its key expiring at `expire_at_ms`): the entry as the command must see it, or
-/// `None` when it is gone.
-pub fn visible(db: i32, path: &[u8], h: Header, now_ms: i64, expire_at_ms: Option<i64>) -> Option<Header> {
+/// What the pending purges of `db` make of the entry at (`path`, `variant`) whose
+/// header is `h` (its key expiring at `expire_at_ms`): the entry as the command must
+/// see it, or `None` when it is gone.
+pub fn visible(db: i32, path: &[u8], variant: &Variant, h: Header, now_ms: i64, expire_at_ms: Option<i64>) -> Option<Header> {
     if !any_pending() {
         return Some(h);
     }
     let seen = store::with(|s| {
         s.jobs
             .iter()
-            .filter(|j| j.db == db && j.record.covers(path, &[], h.lifetime.stored_at_ms))
+            .filter(|j| j.db == db && s.job_covers(j, path, variant, h.lifetime.stored_at_ms))
             .map(|j| j.record.seen(&h, now_ms, expire_at_ms))
             .max_by_key(|seen| match seen {
                 Seen::AsStored => 0,
@@ -139,10 +139,11 @@ fn next_id(now_ms: i64) -> u64 {
     }
 }
 
-/// Starts the background removal of everything a prefix `target` covers in `db` (a master's
-/// PURGE): detaches it from the live index, writes and replicates the record, and
-/// returns how many entries it hid.
-pub fn start(ctx: Ctx, db: i32, target: &Target) -> u64 {
+/// Starts the background removal of what `target` covers in `db` (a master's PURGE or
+/// PURGETAG): `hide` takes it out of the live index for the new job's id (and says
+/// how many entries it hid); the record is written and replicated first. Returns
+/// how many entries were hidden.
+pub fn start(ctx: Ctx, db: i32, target: &Target, hide: impl FnOnce(&mut DbIndex, u64) -> usize) -> u64 {
     let now = ffi::milliseconds();
     let record = PurgeRecord { at_ms: now, soft: false, target: target.clone() };
     let id = next_id(now);
@@ -151,12 +152,24 @@ pub fn start(ctx: Ctx, db: i32, target: &Target) -> u64 {
         return 0;
     }
     let hidden = store::with(|s| {
-        let hid = record.coverage().map_or(0, |coverage| s.db(db).hide_covered(id, &coverage)) as u64;
+        let hid = hide(s.db(db), id) as u64;
         s.add_job(Job::new(id, db, key, record, true));
         hid
     });
     wake(ctx);
     hidden
+}
+
+/// Hides for `job` every live entry `target` covers in `d`; returns how many.
+pub fn hide_covered(d: &mut DbIndex, job: u64, target: &Target) -> usize {
+    match (target, target.coverage()) {
+        (_, Some(coverage)) => d.hide_covered(job, &coverage),
+        (Target::Tags(tags), None) => {
+            let tags: Vec<&[u8]> = tags.iter().map(Vec::as_slice).collect();
+            d.tagged(&tags).iter().filter(|(path, variant)| d.hide(job, path, variant)).count()
+        }
+        _ => 0,
+    }
 }
 
 /// Writes (and replicates) a purge record at `key`.
@@ -262,8 +275,8 @@ fn register(ctx: Ctx, db: i32, key: &[u8], coverage: Coverage) {
     }
     let id = next_id(ffi::milliseconds());
     store::with(|s| {
-        if let (Coverage::Now, Some(covered)) = (coverage, record.coverage()) {
-            s.db(db).hide_covered(id, &covered);
+        if coverage == Coverage::Now {
+            hide_covered(s.db(db), id, &record.target);
         }
         s.add_job(Job::new(id, db, key.to_vec(), record, coverage != Coverage::AfterLoad));
     });
@@ -277,29 +290,33 @@ pub fn resolve_loaded(ctx: Ctx) {
         store::with(|s| s.jobs.iter().filter(|j| !j.resolved).map(|j| (j.id, j.db, j.record.clone())).collect());
     let selected = ctx.selected_db();
     for (id, db, record) in unresolved {
-        let Some(coverage) = record.coverage() else { continue };
-        let candidates: Vec<(Vec<u8>, Stored)> = store::with(|s| {
-            let mut out = Vec::new();
-            if let Some(d) = s.existing_db(db) {
-                d.paths.for_each_covered(&coverage, |path, stored| out.push((path.to_vec(), stored)));
+        let candidates: Vec<(Vec<u8>, Variant)> = store::with(|s| {
+            let Some(d) = s.existing_db(db) else { return Vec::new() };
+            match (&record.target, record.coverage()) {
+                (_, Some(coverage)) => {
+                    let mut out = Vec::new();
+                    d.paths.for_each_covered(&coverage, |path, stored| out.push((path.to_vec(), stored.variant)));
+                    out
+                }
+                (Target::Tags(tags), None) => d.tagged(&tags.iter().map(Vec::as_slice).collect::<Vec<_>>()),
+                _ => Vec::new(),
             }
-            out
         });
         if !ctx.select_db(db) {
             continue;
         }
-        let covered: Vec<(Vec<u8>, Stored)> = candidates
+        let covered: Vec<(Vec<u8>, Variant)> = candidates
             .into_iter()
-            .filter(|(path, stored)| {
-                let stored_at = ctx.peek_string(&entry_key(path, &stored.variant), |bytes| {
+            .filter(|(path, variant)| {
+                let stored_at = ctx.peek_string(&entry_key(path, variant), |bytes| {
                     bytes.and_then(|b| entry::header(b).ok()).map(|h| h.lifetime.stored_at_ms)
                 });
-                stored_at.is_some_and(|at| record.covers(path, &[], at))
+                stored_at.is_some_and(|at| record.predates(at))
             })
             .collect();
         store::with(|s| {
-            for (path, stored) in &covered {
-                s.db(db).hide(id, path, &stored.variant);
+            for (path, variant) in &covered {
+                s.db(db).hide(id, path, variant);
             }
             if let Some(job) = s.jobs.iter_mut().find(|j| j.id == id) {
                 job.resolved = true;
@@ -352,12 +369,10 @@ fn run_slice(ctx: Ctx) {
         for (path, variant) in &batch {
             let key = ctx.string(&entry_key(path, variant));
             let open = ctx.open_key(&key, true);
-            // Only what the purge covers: a SET since then stored a newer entry here.
+            // Only what the purge covers (it hid this entry): a SET since then stored a
+            // newer entry here.
             let covered = open.kind() == KeyKind::String
-                && open
-                    .string()
-                    .and_then(|b| entry::header(b).ok())
-                    .is_some_and(|h| record.covers(path, &[], h.lifetime.stored_at_ms));
+                && open.string().and_then(|b| entry::header(b).ok()).is_some_and(|h| record.predates(h.lifetime.stored_at_ms));
             if covered && open.delete() {
                 drop(open);
                 deleted.push(key);
@@ -408,6 +423,6 @@ pub fn hides_key(db: i32, key: &[u8], bytes: &[u8]) -> bool {
     if !any_pending() {
         return false;
     }
-    let (Some((path, _)), Ok(h)) = (parse_entry_key(key), entry::header(bytes)) else { return false };
-    visible(db, path, h, ffi::milliseconds(), None).is_none()
+    let (Some((path, variant)), Ok(h)) = (parse_entry_key(key), entry::header(bytes)) else { return false };
+    visible(db, path, &variant, h, ffi::milliseconds(), None).is_none()
 }

@@ -9,7 +9,7 @@ use std::sync::{LazyLock, Mutex, TryLockError};
 use crate::core::index::DbIndex;
 use crate::core::key::Variant;
 use crate::server::leases::Leases;
-use crate::core::purge::PurgeRecord;
+use crate::core::purge::{PurgeRecord, Target};
 use crate::server::purges::{self, Job};
 
 #[derive(Default)]
@@ -103,6 +103,20 @@ impl State {
             batch.extend(job.backlog.1.split_off(rest).into_iter().map(|v| (path.clone(), v)));
         }
         Some((job.db, job.record.clone(), batch))
+    }
+
+    /// Whether `job` covers the entry at (path, variant) stored at `stored_at_ms`. A
+    /// prefix says so by itself; which entries a tag purge covers is what it hid (its
+    /// hidden set and its backlog), as their tags were when it ran.
+    pub fn job_covers(&self, job: &Job, path: &[u8], variant: &Variant, stored_at_ms: u64) -> bool {
+        match job.record.target {
+            Target::Prefix { .. } => job.record.covers(path, &[], stored_at_ms),
+            Target::Tags(_) => {
+                job.record.predates(stored_at_ms)
+                    && ((job.backlog.0 == path && job.backlog.1.contains(variant))
+                        || self.dbs.get(&job.db).is_some_and(|d| d.is_hidden_by(job.id, path, variant)))
+            }
+        }
     }
 
     /// Entries a job still has to remove (INFO `purge_pending`).

@@ -94,12 +94,27 @@ impl DbIndex {
         hid
     }
 
-    /// Hides one entry for the pending purge `job` (a purge read from the data, matched
-    /// against the entries once loading ended).
-    pub fn hide(&mut self, job: u64, path: &[u8], variant: &Variant) {
-        if let Some(stored) = self.paths.remove(path, variant) {
-            self.hidden_tree(job).insert(path, stored);
+    /// Hides one entry for the pending purge `job`; returns whether it was live.
+    pub fn hide(&mut self, job: u64, path: &[u8], variant: &Variant) -> bool {
+        match self.paths.remove(path, variant) {
+            Some(stored) => {
+                self.hidden_tree(job).insert(path, stored);
+                true
+            }
+            None => false,
         }
+    }
+
+    /// The live entries (not hidden by a pending purge) carrying any of `tags`, as
+    /// (path, variant), each once.
+    pub fn tagged(&self, tags: &[&[u8]]) -> Vec<(Vec<u8>, Variant)> {
+        let mut out = Vec::new();
+        self.tags.for_each_tagged(tags, |path, variant| {
+            if self.hidden.is_empty() || self.paths.contains(path, variant) {
+                out.push((path.to_vec(), *variant));
+            }
+        });
+        out
     }
 
     fn hidden_tree(&mut self, job: u64) -> &mut PathIndex {
@@ -126,6 +141,11 @@ impl DbIndex {
     /// Whether a pending purge hides the entry at (path, variant).
     pub fn is_hidden(&self, path: &[u8], variant: &Variant) -> bool {
         self.hidden.iter().any(|(_, t)| t.contains(path, variant))
+    }
+
+    /// Whether the pending purge `job` hides the entry at (path, variant).
+    pub fn is_hidden_by(&self, job: u64, path: &[u8], variant: &Variant) -> bool {
+        self.hidden.iter().any(|(j, t)| *j == job && t.contains(path, variant))
     }
 
     /// How many entries `job` still hides.

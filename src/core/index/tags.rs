@@ -241,10 +241,10 @@ impl TagIndex {
         }
     }
 
-    /// The keys of entries carrying any of `tags`, each once.
-    pub fn keys(&self, tags: &[&[u8]]) -> Vec<Vec<u8>> {
+    /// Calls `f` with the path and variant of every entry carrying any of `tags`, each
+    /// once.
+    pub fn for_each_tagged(&self, tags: &[&[u8]], mut f: impl FnMut(&[u8], &Variant)) {
         let mut seen = IdSet::default();
-        let mut keys = Vec::new();
         for name in tags {
             let Some(tag) = self.by_name.get(*name).and_then(|&t| self.tags.get(t)) else { continue };
             for &id in &tag.members {
@@ -252,10 +252,16 @@ impl TagIndex {
                     continue;
                 }
                 if let Some(e) = id.checked_sub(1).and_then(|slot| self.entries.get(slot as usize)) {
-                    keys.push(entry_key(e.path(), &e.variant));
+                    f(e.path(), &e.variant);
                 }
             }
         }
+    }
+
+    /// The keys of entries carrying any of `tags`, each once.
+    pub fn keys(&self, tags: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
+        self.for_each_tagged(tags, |path, variant| keys.push(entry_key(path, variant)));
         keys
     }
 
