@@ -427,9 +427,8 @@ pub fn purge_locally(ctx: Ctx, db: i32, user: &AclUser, soft: bool, target: &Tar
             let entries = tagged_entries(ctx, db, user, &tags)?;
             leases::tags_purged(ctx, db, &tags, &entries);
             if !soft && entries.len() > purges::sync_limit() {
-                return Ok(count_purged(soft, target, started, purges::start(ctx, db, target, |d, job| {
-                    entries.iter().filter(|(path, variant)| d.hide(job, path, variant)).count()
-                })));
+                let hidden = purges::start(ctx, db, target, |d, job| d.hide_all(job, &entries));
+                return Ok(count_purged(soft, target, started, hidden));
             }
             let keys: Vec<Vec<u8>> = entries.iter().map(|(path, variant)| entry_key(path, variant)).collect();
             if soft {

@@ -24,14 +24,15 @@ pub fn register(ctx: Ctx) {
 }
 
 unsafe extern "C" fn on_command(fctx: *mut raw::RedisModuleCommandFilterCtx) {
-    let command = FilteredCommand::from_raw(fctx);
-    // Every command passes here: two cheap looks, then nothing, for all but MIGRATE.
-    if !purges::any_pending() || !migrate::is_migrate(command.arg(0)) {
+    // Every command passes here: one atomic load while no purge is pending.
+    if !purges::any_pending() {
         return;
     }
     guarded(Ctx::detached(), "MIGRATE filter", || (), || {
-        let edits = migrate::keep_keys(&command.args(), hidden_here);
-        command.apply(&edits);
+        let command = FilteredCommand::from_raw(fctx);
+        if migrate::is_migrate(command.arg(0)) {
+            command.apply(&migrate::keep_keys(&command.args(), hidden_here));
+        }
     });
 }
 

@@ -166,7 +166,8 @@ pub fn hide_covered(d: &mut DbIndex, job: u64, target: &Target) -> usize {
         (_, Some(coverage)) => d.hide_covered(job, &coverage),
         (Target::Tags(tags), None) => {
             let tags: Vec<&[u8]> = tags.iter().map(Vec::as_slice).collect();
-            d.tagged(&tags).iter().filter(|(path, variant)| d.hide(job, path, variant)).count()
+            let tagged = d.tagged(&tags);
+            d.hide_all(job, &tagged)
         }
         _ => 0,
     }

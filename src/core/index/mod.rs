@@ -105,6 +105,12 @@ impl DbIndex {
         }
     }
 
+    /// Hides each of `entries` (path, variant) that is live for the pending purge `job`;
+    /// returns how many were.
+    pub fn hide_all(&mut self, job: u64, entries: &[(Vec<u8>, Variant)]) -> usize {
+        entries.iter().filter(|(path, variant)| self.hide(job, path, variant)).count()
+    }
+
     /// The live entries (not hidden by a pending purge) carrying any of `tags`, as
     /// (path, variant), each once.
     pub fn tagged(&self, tags: &[&[u8]]) -> Vec<(Vec<u8>, Variant)> {
