@@ -500,6 +500,8 @@ class Bench:
             self.check(not errors, "rcache: tag-memory load with %s tags/entry without errors (first: %s)" % (k, errors[:1]))
             removed = srv.r.execute_command("RCACHE.PURGE", prefix)
             self.check(removed == n, "rcache: tag-memory round %s purged %d entries (got %r)" % (k, n, removed))
+            # Otherwise the next round's figures net out this round's background frees.
+            self.wait_purged(srv)
             if k is not None:
                 rounds[k] = {"index_bytes": i1 - i0, "used_memory": m1 - m0}
         base = rounds[0]
@@ -516,6 +518,11 @@ class Bench:
         self.check(marginal > 0, "rcache: tags cost index memory (marginal %.1f B/pair)" % marginal)
         self.res["tag_memory"] = {"n": n, "pool": TAG_POOL, "rounds": {str(k): r for k, r in rounds.items()},
                                   "marginal_per_pair": marginal, "marginal_between": [lo, hi]}
+
+    def wait_purged(self, srv):
+        """Until rcache's background purges are done (INFO rcache_purge_pending 0)."""
+        while int(self.rcache_info(srv).get("rcache_purge_pending", 0)) > 0:
+            time.sleep(0.002)
 
     def rcache_info(self, srv):
         try:
@@ -688,8 +695,7 @@ class Bench:
             # background: the prober keeps measuring stalls until that is done too.
             t_done = t1
             if sch.name == "rcache":
-                while int(self.rcache_info(srv).get("rcache_purge_pending", 0)) > 0:
-                    time.sleep(0.002)
+                self.wait_purged(srv)
                 t_done = time.perf_counter_ns()
             time.sleep(0.01)
         finally:

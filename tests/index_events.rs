@@ -426,6 +426,8 @@ fn restart_from_aof(preamble: &str) {
         select(&mut c, db);
         fill(&mut c, &format!("/p{db}/plain"), 30, 20, &[]);
         fill(&mut c, &format!("/p{db}/tagged"), 20, 20, &["EX", "3600", "TAGS", "2", "all", &format!("db{db}")]);
+        // Purged by the incremental file, after the base has been read.
+        fill(&mut c, &format!("/p{db}/purged-later"), 5, 20, &["TAGS", "1", "stale"]);
     }
     select(&mut c, 0);
     q::<String>(&mut c, &["BGREWRITEAOF"]);
@@ -439,6 +441,7 @@ fn restart_from_aof(preamble: &str) {
         assert_eq!(q::<i64>(&mut c, &["RCACHE.PURGE", &format!("/p{db}/gone")]), 5);
         set(&mut c, &[&format!("/p{db}/deleted"), "v"]);
         q::<i64>(&mut c, &["DEL", &key_of(&format!("/p{db}/deleted"))]);
+        assert_eq!(q::<i64>(&mut c, &["RCACHE.PURGE", &format!("/p{db}/purged-later")]), 5);
     }
     select(&mut c, 0);
     let manifest = std::fs::read_to_string(s.dir.join("appendonlydir/appendonly.aof.manifest")).unwrap();

@@ -32,7 +32,7 @@ use crate::core::stats::{Removal, STATS};
 use crate::ffi::{self, Ctx};
 use crate::server::guard::guarded;
 use crate::server::purges::RecordChange;
-use crate::server::{cluster, commands, leases, purges, store};
+use crate::server::{cluster, commands, leases, loading, purges, store};
 
 thread_local! {
     static NOTIFYING_OURSELVES: Cell<bool> = const { Cell::new(false) };
@@ -145,7 +145,9 @@ fn reindex(ctx: Ctx, key: &[u8], path: &[u8], variant: Variant) {
     let purged_while_moving = ctx.peek_string(key, |bytes| match bytes.and_then(|b| entry::decode(b).ok()) {
         Some(e) => {
             let stored_at = e.lifetime.stored_at_ms;
-            let left_to_a_pending_purge = store::with(|s| s.index_arrival(db, path, variant, &e.tags, stored_at));
+            // Queued while a load is indexed apart: no purge is pending then.
+            let left_to_a_pending_purge =
+                !loading::queue(db, path, variant, &e.tags) && store::with(|s| s.index_arrival(db, path, variant, &e.tags, stored_at));
             // Moved here (MIGRATE) after this node ran its part of a purge covering it.
             !left_to_a_pending_purge && !ctx.reads_are_side_effect_free() && cluster::purged_while_moving(db, path, &e.tags, stored_at)
         }
@@ -168,6 +170,8 @@ fn reindex(ctx: Ctx, key: &[u8], path: &[u8], variant: Variant) {
 /// once, reading each value from the handle the scan holds.
 pub fn index_keyspace(ctx: Ctx) {
     drop_indexes(-1);
+    // Built on a thread while the scan goes on, as for a load.
+    store::with(|s| loading::start(s));
     let selected = ctx.selected_db();
     let mut db = 0;
     let mut records = Vec::new();
@@ -179,11 +183,15 @@ pub fn index_keyspace(ctx: Ctx) {
             if purge::is_record_key(name) {
                 records.push((db, name.to_vec()));
             } else if let (Some((path, variant)), Some(e)) = (parse_entry_key(name), bytes.and_then(|b| entry::decode(b).ok())) {
-                store::with(|s| s.db(db).insert(path, variant, &e.tags));
+                if !loading::queue(db, path, variant, &e.tags) {
+                    store::with(|s| s.db(db).insert(path, variant, &e.tags));
+                }
             }
         });
         db += 1;
     }
+    // Installs what the thread built.
+    store::with(loading::finish);
     DATABASES.store(db, Relaxed);
     // Pending purges in the data: matched against what was just indexed.
     for (db, key) in records {
@@ -237,9 +245,6 @@ fn server_event(ctx: Ctx, id: u64, subevent: u64, data: *mut c_void) {
                 leases::flushed(ctx, b);
             }
         }
-        // Loading needs nothing of its own: every load into a non-empty dataset starts
-        // with a flush (which raises FlushDB) except `DEBUG RELOAD NOFLUSH` (MERGE: live
-        // keys stay, and each loaded key is re-read) and a swapdb replica's async load.
         (raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD, raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_STARTED) => {
             ASYNC_LOADING.with(|a| a.set(true));
         }
@@ -254,8 +259,26 @@ fn server_event(ctx: Ctx, id: u64, subevent: u64, data: *mut c_void) {
             leases::flushed(ctx, -1);
             index_keyspace(ctx);
         }
-        // Purge records read while loading are matched against the loaded entries now.
-        (raw::REDISMODULE_EVENT_LOADING, raw::REDISMODULE_SUBEVENT_LOADING_ENDED) => purges::resolve_loaded(ctx),
+        // Every load into a non-empty dataset starts with a flush (which raises FlushDB)
+        // except `DEBUG RELOAD NOFLUSH` (MERGE: live keys stay, and each loaded key is
+        // re-read) and a swapdb replica's async load. A load into an empty state is
+        // indexed on a thread (see `loading`).
+        (raw::REDISMODULE_EVENT_LOADING, raw::REDISMODULE_SUBEVENT_LOADING_RDB_START | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START)
+            if !ASYNC_LOADING.with(Cell::get) =>
+        {
+            store::with(|s| loading::start(s));
+        }
+        // The indexes built while loading go in; then purge records read while loading
+        // are matched against the loaded entries.
+        (raw::REDISMODULE_EVENT_LOADING, raw::REDISMODULE_SUBEVENT_LOADING_ENDED) => {
+            store::with(loading::finish);
+            loading::check_complete(ctx);
+            purges::resolve_loaded(ctx);
+        }
+        (raw::REDISMODULE_EVENT_LOADING, raw::REDISMODULE_SUBEVENT_LOADING_FAILED) => {
+            store::with(loading::finish);
+            loading::check_complete(ctx);
+        }
         (raw::REDISMODULE_EVENT_EVENTLOOP, raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP) => process_pending(ctx),
         _ => {}
     }

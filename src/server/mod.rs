@@ -9,6 +9,7 @@ mod commands;
 mod events;
 mod guard;
 mod leases;
+mod loading;
 mod migration;
 mod module;
 mod purges;

@@ -10,6 +10,7 @@ use crate::core::index::DbIndex;
 use crate::core::key::Variant;
 use crate::server::leases::Leases;
 use crate::core::purge::{PurgeRecord, Target};
+use crate::server::loading;
 use crate::server::purges::{self, Job};
 
 #[derive(Default)]
@@ -35,6 +36,18 @@ pub struct Totals {
 impl State {
     pub fn db(&mut self, db: i32) -> &mut DbIndex {
         self.dbs.entry(db).or_default()
+    }
+
+    /// Nothing indexed, hidden, pending or being purged: a load can be indexed apart.
+    pub fn is_empty(&self) -> bool {
+        self.dbs.values().all(DbIndex::is_empty) && self.pending.is_empty() && self.jobs.is_empty()
+    }
+
+    /// Installs indexes built apart from an empty state (see `loading`).
+    pub fn install(&mut self, built: HashMap<i32, DbIndex>) {
+        for (db, index) in built {
+            *self.db(db) = index;
+        }
     }
 
     pub fn existing_db(&self, db: i32) -> Option<&DbIndex> {
@@ -195,5 +208,9 @@ pub fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
         Err(TryLockError::Poisoned(p)) => p.into_inner(),
         Err(TryLockError::WouldBlock) => panic!("rcache state re-entered while in use"),
     };
+    // What a load queued so far comes first (see `loading`).
+    if loading::active() {
+        loading::finish(&mut guard);
+    }
     f(&mut guard)
 }

@@ -3,14 +3,17 @@
 //! - [`tree`]: the path index, a radix tree over path bytes (purges by prefix, LIST);
 //! - [`variants`]: the entries at one path, one per variant, O(1) per change however
 //!   many variants a path has;
-//! - [`tags`]: tag → entries and entry → tags, with interned tags and small ids.
+//! - [`tags`]: tag → entries and entry → tags, with interned tags and small ids;
+//! - [`arrivals`]: entries a load read, queued to be indexed on another thread.
 //!
 //! Every operation costs O(1) per entry it adds or removes, plus the path's length.
 
+mod arrivals;
 mod tags;
 mod tree;
 mod variants;
 
+pub use arrivals::Arrivals;
 pub use tags::{EntryId, TagIndex};
 pub use tree::PathIndex;
 pub use variants::Stored;
@@ -30,6 +33,11 @@ pub struct DbIndex {
 }
 
 impl DbIndex {
+    /// No entry, live or hidden.
+    pub fn is_empty(&self) -> bool {
+        self.paths.entries() == 0 && self.hidden.iter().all(|(_, h)| h.entries() == 0)
+    }
+
     /// Indexes the entry at (path, variant) with `tags`, replacing what was there (also
     /// an older entry a pending purge hid at that key: it is no longer that purge's).
     pub fn insert(&mut self, path: &[u8], variant: Variant, tags: &[&[u8]]) {
