@@ -193,6 +193,9 @@ class Workload:
                            ("site", phases_per_t * ts_per_site)):
             if self.n_phases >= unit:
                 self.levels.append((unit * ENTRIES_PER_PHASE, name, unit))
+        # The whole cache: every site is under /s.
+        if self.n_phases > self.levels[-1][2]:
+            self.levels.append((self.n, "all", self.n_phases))
 
     def phase_prefix(self, g):
         per_site = self.ppt * self.tps
@@ -217,6 +220,8 @@ class Workload:
             prefix = "/".join(parts)
         elif unit == self.ppt:
             prefix = "/".join(parts[:5])
+        elif unit == self.n_phases:
+            prefix = "/s"
         else:
             prefix = "/".join(parts[:3])
         return prefix, g0, g1
@@ -230,7 +235,7 @@ class Workload:
         return None
 
 
-TP_PATH = "/s/tp%d/t/0/phase/0/match/"  # throughput keyspace: + 12-digit id
+TP_PATH = "/x/tp%d/t/0/phase/0/match/"  # throughput keyspace: + 12-digit id; outside /s, the whole-cache purge
 PROBE_PATH = "/probe/0"
 
 
@@ -673,7 +678,43 @@ class Bench:
                 for n, s in row["schemes"].items())))
         self.res["purge"] = out
 
-    def purge_once(self, sch, prefix, g0, g1, M):
+    def phase_purge_tag(self):
+        """PURGETAG of a tag that one site's entries carry (M of the largest level below
+        the whole cache), next to the Lua scheme's purge of that site's set: its tag sets
+        are sets of keys, so purging a tag is the same operation. SCAN has no tags."""
+        names = [n for n in ("rcache", "lua") if n in self.schemes]
+        M, level, unit = [lv for lv in self.wl.levels if lv[1] != "all"][-1]
+        log("\n== purge by tag: M=%d (one %s's entries), %d reps" % (M, level, self.cfg["reps"]))
+        out = {"M": M, "level": level, "tags": [], "schemes": {}}
+        for rep in range(self.cfg["reps"]):
+            prefix, g0, g1 = self.wl.target(unit, rep)
+            tag = "site:" + prefix.split("/")[2]
+            out["tags"].append(tag)
+            order = names[rep % len(names):] + names[:rep % len(names)]
+            for name in order:
+                sch = self.schemes[name]
+                if name == "rcache":
+                    value = self.value[1024]
+                    _, errors = sch.raw.pipeline(encode(*(sch.set_args(p, v, value) + ["TAGS", "1", tag]))
+                                                 for p, v in self.wl.entries(g0, g1))
+                    self.check(not errors, "rcache: tagging %s's entries without errors (first: %s)" % (prefix, errors[:1]))
+                r = self.purge_once(sch, prefix, g0, g1, M, tag=tag)
+                s = out["schemes"].setdefault(name, {k: [] for k in r})
+                for kk, vv in r.items():
+                    s[kk].append(vv)
+        rc = out["schemes"].get("rcache")
+        for name, s in out["schemes"].items():
+            if name != "rcache" and rc:
+                s["wall_ratio_vs_rcache"] = [a / b if b else None for a, b in zip(s["wall_ms"], rc["wall_ms"])]
+                s["busy_ratio_vs_rcache"] = [a / b if b else None for a, b in zip(s["busy_ms"], rc["busy_ms"])]
+        log("  M=%-7d %s" % (M, "  ".join("%s reply %.3f ms done %.1f ms busy %.3f ms stall max %.3f ms" % (
+            n, med(s["wall_ms"]), med(s["done_ms"]), med(s["busy_ms"]), med(s["stall_max_ms"]))
+            for n, s in out["schemes"].items())))
+        self.res["purge_tag"] = out
+
+    def purge_once(self, sch, prefix, g0, g1, M, tag=None):
+        """One purge of `prefix` (or of `tag`, which exactly the entries under it carry)
+        with the GET prober running; checks it removed exactly those, and refills them."""
         srv = sch.server
         wl = self.wl
         before = srv.cmdstats()
@@ -689,7 +730,7 @@ class Bench:
         try:
             time.sleep(0.03)
             t0 = time.perf_counter_ns()
-            removed = sch.purge(prefix)
+            removed = sch.purge_tagged(tag, prefix) if tag else sch.purge(prefix)
             t1 = time.perf_counter_ns()
             # rcache replies once the entries are hidden and removes big ones in the
             # background: the prober keeps measuring stalls until that is done too.
@@ -706,7 +747,7 @@ class Bench:
         fails = sum(cmd_delta(before, after, c)["failed_calls"] for c in sch.purge_cmds)
         during = [l for s, l in zip(st, lat) if s < t_done and s + l > t0]
         idle = [l for s, l in zip(st, lat) if s + l < t0]
-        what = "%s PURGE %s (M=%d)" % (sch.name, prefix, M)
+        what = "%s %s (M=%d)" % (sch.name, "PURGETAG %s" % tag if tag else "PURGE %s" % prefix, M)
         self.check(removed == M, "%s: removed %r entries" % (what, removed))
         self.check(fails == 0, "%s: no failed purge commands" % what)
         self.check(len(st) > 0 and perr == 0 and pmiss == 0,
@@ -836,6 +877,7 @@ class Bench:
             hotpath.phase(self, {"log": log, "Perf": Perf, "cmd_delta": cmd_delta})
             if self.mode != "hotpath":
                 self.phase_purge()
+                self.phase_purge_tag()
                 self.phase_coalescing()
                 if "rcache" in self.schemes:
                     self.phase_tag_memory()

@@ -18,7 +18,7 @@ CASES = (
     ("GET", 16, 0.95), ("LOOKUP", 16, 0.90), ("SET", 16, 0.80),
     ("GET", 1, None), ("LOOKUP", 1, None), ("SET", 1, None),
 )
-BASE = "/s/hot/t/0/phase/0/match/"  # + 12-digit id, like the throughput keyspace
+BASE = "/x/hot/t/0/phase/0/match/"  # + 12-digit id, like the throughput keyspace
 # Repetitions (more than the other phases': on a shared 2-core machine single runs vary
 # by 2x, and the medians are what the targets are judged on); smoke keeps its own.
 MIN_REPS = 5

@@ -78,6 +78,13 @@ def targets(res):
         out.append(("RCACHE.PURGE M=%s: reply ≤ 2 ms and longest GET stall ≤ 2 ms" % format(M, ",") + note_n,
                     "%s ms reply, %s ms stall" % (mm(r.get("wall_ms"), "%.2f"), mm(r.get("stall_max_ms"), "%.2f")),
                     st(None if w is None or stall_ms is None else (w <= 2 and stall_ms <= 2))))
+    pt = res.get("purge_tag")
+    if pt:
+        r = pt["schemes"].get("rcache", {})
+        w, stall_ms = med(r.get("wall_ms")), med(r.get("stall_max_ms"))
+        out.append(("RCACHE.PURGETAG of a %s-entry tag: reply ≤ 2 ms and longest GET stall ≤ 2 ms" % format(pt["M"], ",") + note_n,
+                    "%s ms reply, %s ms stall" % (mm(r.get("wall_ms"), "%.2f"), mm(r.get("stall_max_ms"), "%.2f")),
+                    st(None if w is None or stall_ms is None else (w <= 2 and stall_ms <= 2))))
     rc100 = pu.get("100000", {}).get("schemes", {}).get("rcache", {})
     w = med(rc100.get("wall_ms"))
     out.append(("RCACHE.PURGE M=100,000 ≤ 150 ms" + note_n, mm(rc100.get("wall_ms"), "%.1f") + " ms wall",
@@ -118,8 +125,11 @@ def headline(res):
             return "%s/s (%s×)" % (kops(r["rps"][name]), f(med(r["ratio"].get(name)), "%.2f"))
         rows.append([label + " (50 clients)", kops(r["rps"].get("native")) + "/s", cell("rcache"),
                      "= native" if c.startswith("GET") else cell("lua"), "= native"])
-    for M in sorted(pu, key=int):
-        s = pu[M]["schemes"]
+    rows_of = [("PURGE of M=%s entries" % format(int(M), ","), pu[M]["schemes"]) for M in sorted(pu, key=int)]
+    pt = res.get("purge_tag")
+    if pt:
+        rows_of.append(("PURGETAG of a tag on %s entries" % format(pt["M"], ","), pt["schemes"]))
+    for what, s in rows_of:
 
         def wall(name, fmt):
             x = s.get(name)
@@ -133,7 +143,7 @@ def headline(res):
         def stall(name):
             x = s.get(name)
             return "%s ms" % f(med(x.get("stall_max_ms")), "%.2f") if x else NA
-        rows.append(["PURGE of M=%s entries: wall time" % format(int(M), ","), "—",
+        rows.append(["%s: wall time" % what, "—",
                      wall("rcache", ""), wall("lua", "%.1f"), wall("scan", "%.0f")])
         rows.append(["… longest stall seen by concurrent GETs (until the removal is done)", "—", stall("rcache"), stall("lua"), stall("scan")])
         done = s.get("rcache", {}).get("done_ms")
@@ -211,12 +221,16 @@ def render(res):
                  "× rcache = that scheme's time ÷ rcache's, pair by pair. Stall = latency of GETs another "
                  "client issued in a tight loop while the purge ran (idle p99 for reference).\n")
         rows = []
-        for M in sorted(pu, key=int):
+        purges = [(format(int(M), ","), pu[M]["schemes"]) for M in sorted(pu, key=int)]
+        pt = res.get("purge_tag")
+        if pt:
+            purges.append(("tag, %s" % format(pt["M"], ","), pt["schemes"]))
+        for label, schemes in purges:
             for name in ("rcache", "lua", "scan"):
-                s = pu[M]["schemes"].get(name)
+                s = schemes.get(name)
                 if not s:
                     continue
-                rows.append([format(int(M), ","), name, mm(s["wall_ms"]), mm(s.get("done_ms"), "%.1f"), mm(s["busy_ms"]),
+                rows.append([label, name, mm(s["wall_ms"]), mm(s.get("done_ms"), "%.1f"), mm(s["busy_ms"]),
                              mm(s.get("wall_ratio_vs_rcache"), "%.1f") if name != "rcache" else "1",
                              mm(s.get("busy_ratio_vs_rcache"), "%.1f") if name != "rcache" else "1",
                              f(med(s["stall_p99_ms"])), f(med(s["stall_max_ms"])), f(med(s["idle_p99_ms"]))])
@@ -225,6 +239,8 @@ def render(res):
         L.append("")
         L.append("Prefixes purged: " + "; ".join("M=%s: %s" % (M, ", ".join("`%s`" % p for p in pu[M]["prefixes"]))
                                                   for M in sorted(pu, key=int)) + "\n")
+        if pt:
+            L.append("Tags purged (each carried by exactly one site's entries): %s\n" % ", ".join("`%s`" % t for t in pt["tags"]))
 
     mem = res.get("memory", {})
     if mem:

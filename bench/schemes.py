@@ -98,6 +98,10 @@ class Scheme:
     def purge(self, prefix):
         raise NotImplementedError
 
+    def purge_tagged(self, tag, prefix):
+        """Purges the entries carrying `tag` (which are exactly those under `prefix`)."""
+        raise NotImplementedError
+
 
 class Native(Scheme):
     """Plain GET / SET PX on keys of the same length as rcache's: the ceiling."""
@@ -115,7 +119,7 @@ class Native(Scheme):
 class Rcache(Scheme):
     name = "rcache"
     label = "rcache"
-    purge_cmds = ("rcache.purge",)
+    purge_cmds = ("rcache.purge", "rcache.purgetag")
     get_cmd_stat = "rcache.get"
     set_cmd_stat = "rcache.set"
 
@@ -134,6 +138,9 @@ class Rcache(Scheme):
 
     def purge(self, prefix):
         return self.raw.call("RCACHE.PURGE", prefix)
+
+    def purge_tagged(self, tag, prefix):
+        return self.raw.call("RCACHE.PURGETAG", tag)
 
 
 class ScanPurge(Scheme):
@@ -236,6 +243,10 @@ class LuaTags(Scheme):
     def purge(self, prefix):
         p = prefix.rstrip("/") if prefix != "/" else prefix
         return self.raw.call("EVALSHA", self.psha, "1", "lt:" + p)
+
+    def purge_tagged(self, tag, prefix):
+        # This scheme's tags are its sets of keys, one per prefix.
+        return self.purge(prefix)
 
 
 ALL = {"native": Native, "rcache": Rcache, "scan": ScanPurge, "lua": LuaTags}
