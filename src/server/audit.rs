@@ -72,7 +72,7 @@ extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
 /// One slice of the walk; returns whether there is more to do.
 fn run_slice(ctx: Ctx) -> bool {
     let started = Instant::now();
-    let budget = Duration::from_micros(u64::try_from(config::PURGE_SLICE_US.get()).unwrap_or(1000));
+    let budget = Duration::from_micros(u64::try_from(config::PURGE_SLICE_US.get()).unwrap_or(500));
     let selected = ctx.selected_db();
     if !ctx.select_db(DB) {
         return false;

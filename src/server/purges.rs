@@ -124,7 +124,7 @@ pub fn stored_at_floor() -> u64 {
 /// of `rcache.purge-slice-us` at a conservative 4 µs per entry (about 1.5 µs measured,
 /// see bench/ANALYSIS.md), so the command stays within its slice too.
 pub fn sync_limit() -> usize {
-    usize::try_from(config::PURGE_SLICE_US.get() / 4).unwrap_or(250)
+    usize::try_from(config::PURGE_SLICE_US.get() / 4).unwrap_or(125)
 }
 
 fn next_id(now_ms: i64) -> u64 {
@@ -352,7 +352,7 @@ extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
 /// `rcache.purge-slice-us`, replicating what it does.
 fn run_slice(ctx: Ctx) {
     let started = Instant::now();
-    let budget = Duration::from_micros(u64::try_from(config::PURGE_SLICE_US.get()).unwrap_or(1000));
+    let budget = Duration::from_micros(u64::try_from(config::PURGE_SLICE_US.get()).unwrap_or(500));
     let selected = ctx.selected_db();
     // A batch starts only if one more as long as the longest so far still fits (the
     // first always runs: work must progress whatever the setting).
