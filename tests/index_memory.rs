@@ -80,6 +80,8 @@ fn bytes_per_entry_tag_pair() {
         load(&mut c, tags, &format!("/r{round}"));
         bytes.push((tags, index_bytes(&mut c) - before));
         assert_eq!(q::<usize>(&mut c, &["RCACHE.PURGE", &format!("/r{round}")]), N);
+        // The purge finishes in the background: the next round must not net out its frees.
+        assert!(eventually(30, || info_u64(&mut c, "purge_pending") == 0));
     }
     let untagged = bytes[0].1;
     println!("{N} entries, tags drawn from 1000: tags/entry, index bytes/entry, bytes/pair over untagged");
@@ -90,4 +92,7 @@ fn bytes_per_entry_tag_pair() {
     let marginal = (bytes[3].1 - bytes[2].1) as f64 / (N * (64 - 8)) as f64;
     println!("marginal bytes per pair (64 vs 8 tags/entry): {marginal:.1}");
     assert!(marginal <= 24.0, "one more (entry, tag) pair costs {marginal:.1} bytes");
+    // An entry's only tag carries the record that names its key (path and variant).
+    let lone = (bytes[1].1 - untagged) as f64 / N as f64;
+    assert!(lone <= 72.0, "an entry's only tag costs {lone:.1} bytes");
 }

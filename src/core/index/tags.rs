@@ -5,8 +5,8 @@
 //! are a set of 4-byte entry ids and an entry's tags an array of 4-byte tag ids, so
 //! one (entry, tag) pair costs 4 bytes in the entry's array plus one slot (4 bytes
 //! and a control byte, at a load factor of 7/16 to 7/8) in the tag's set. A tagged
-//! entry also keeps its path and variant once, to name its key for PURGETAG: about
-//! 70 bytes plus the path, whatever its number of tags.
+//! entry also keeps its path and variant once, to name its key for PURGETAG: 16 bytes,
+//! plus one allocation of the path, 3 bytes and the variant's digests when it has any.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -43,26 +43,59 @@ impl Hasher for IdHasher {
 
 type IdSet = HashSet<u32, BuildHasherDefault<IdHasher>>;
 
-/// 56 bytes plus one allocation, whatever the number of tags.
+/// 16 bytes plus one allocation, whatever the number of tags: a tagged entry with one
+/// tag is the path plus about 10 bytes in that allocation (plus the 16 here and the
+/// slot in the tag's set), where separate fields cost 56 bytes before the path.
 #[derive(Debug)]
 struct TaggedEntry {
-    variant: Variant,
-    tags: u16,
-    /// The tag ids (4 bytes each, little-endian), then the path.
+    /// A byte saying which digests of the variant follow, those digests (16 bytes
+    /// each), the number of tags (u16, little-endian), the tag ids (4 bytes each,
+    /// little-endian), then the path.
     data: Box<[u8]>,
 }
 
+const HAS_QUERY: u8 = 1;
+const HAS_VARY: u8 = 2;
+
 impl TaggedEntry {
     fn new(path: &[u8], variant: Variant, tags: &[TagId]) -> Self {
-        let mut data = Vec::with_capacity(4 * tags.len() + path.len());
+        let digests = [variant.query, variant.vary];
+        let present = digests.iter().flatten().count();
+        let mut data = Vec::with_capacity(1 + 16 * present + 2 + 4 * tags.len() + path.len());
+        data.push(u8::from(variant.query.is_some()) * HAS_QUERY | u8::from(variant.vary.is_some()) * HAS_VARY);
+        digests.iter().flatten().for_each(|d| data.extend_from_slice(d));
+        // At most max-tags (1024) ids: the count fits.
+        data.extend_from_slice(&u16::try_from(tags.len()).unwrap_or(u16::MAX).to_le_bytes());
         tags.iter().for_each(|t| data.extend_from_slice(&t.to_le_bytes()));
         data.extend_from_slice(path);
-        // At most max-tags (1024) ids: the count fits.
-        TaggedEntry { variant, tags: u16::try_from(tags.len()).unwrap_or(u16::MAX), data: data.into_boxed_slice() }
+        TaggedEntry { data: data.into_boxed_slice() }
     }
 
+    fn flags(&self) -> u8 {
+        self.data.first().copied().unwrap_or(0)
+    }
+
+    /// Where the tag count starts.
+    fn tags_at(&self) -> usize {
+        let flags = self.flags();
+        1 + 16 * (usize::from(flags & HAS_QUERY != 0) + usize::from(flags & HAS_VARY != 0))
+    }
+
+    fn variant(&self) -> Variant {
+        let digest = |at: usize| self.data.get(at..at + 16).and_then(|d| <[u8; 16]>::try_from(d).ok());
+        let flags = self.flags();
+        let query = (flags & HAS_QUERY != 0).then(|| digest(1)).flatten();
+        let vary_at = if flags & HAS_QUERY != 0 { 17 } else { 1 };
+        let vary = (flags & HAS_VARY != 0).then(|| digest(vary_at)).flatten();
+        Variant { query, vary }
+    }
+
+    /// The tag ids and the path.
     fn split(&self) -> (&[u8], &[u8]) {
-        self.data.split_at((4 * usize::from(self.tags)).min(self.data.len()))
+        let at = self.tags_at();
+        let count = self.data.get(at..at + 2).and_then(|c| <[u8; 2]>::try_from(c).ok()).map_or(0, |c| usize::from(u16::from_le_bytes(c)));
+        let ids = self.data.get(at + 2..).unwrap_or_default();
+        ids.split_at((4 * count).min(ids.len()))
     }
 
     fn tags(&self) -> impl Iterator<Item = TagId> + '_ {
@@ -212,7 +245,7 @@ impl TagIndex {
                     t.members.insert(id.get());
                 }
             }
-            moved(Moved { path: m.path(), variant: m.variant, id });
+            moved(Moved { path: m.path(), variant: m.variant(), id });
         }
         if self.entries.is_empty() {
             self.entries = Vec::new();
@@ -252,7 +285,7 @@ impl TagIndex {
                     continue;
                 }
                 if let Some(e) = id.checked_sub(1).and_then(|slot| self.entries.get(slot as usize)) {
-                    f(e.path(), &e.variant);
+                    f(e.path(), &e.variant());
                 }
             }
         }
@@ -275,7 +308,7 @@ impl TagIndex {
     /// The path and variant the record `id` names (for consistency checks).
     #[cfg(test)]
     pub(super) fn entry_of(&self, id: EntryId) -> Option<(Vec<u8>, Variant)> {
-        self.entries.get(id.get() as usize - 1).map(|e| (e.path().to_vec(), e.variant))
+        self.entries.get(id.get() as usize - 1).map(|e| (e.path().to_vec(), e.variant()))
     }
 }
 
@@ -306,6 +339,22 @@ mod tests {
         t.forget(a, |_| panic!("the last record does not move"));
         assert_eq!((t.len(), t.entries()), (0, 0));
         assert!(t.entries.capacity() == 0 && t.tags.slots.is_empty() && t.by_name.is_empty());
+    }
+
+    #[test]
+    fn a_record_gives_back_its_path_variant_and_tags() {
+        let digest = |b: u8| Some([b; 16]);
+        for (query, vary) in [(None, None), (digest(1), None), (None, digest(2)), (digest(3), digest(4))] {
+            for path in [&b""[..], b"/", b"/a/b?c"] {
+                for tags in [&[][..], &[7], &[0, u32::MAX, 5]] {
+                    let variant = Variant { query, vary };
+                    let e = TaggedEntry::new(path, variant, tags);
+                    assert_eq!((e.path(), e.variant(), e.tags().collect::<Vec<_>>()), (path, variant, tags.to_vec()));
+                }
+            }
+        }
+        let one = TaggedEntry::new(b"/tagmem/1/12345", Variant::default(), &[3]);
+        assert_eq!(one.data.len(), 1 + 2 + 4 + 15, "no digest bytes for a plain variant");
     }
 
     /// After most entries go, the records' array shrinks with them.
