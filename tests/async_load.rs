@@ -114,6 +114,8 @@ fn completed_async_load_swaps_in_an_exact_index() {
     assert_eq!(assert_index_exact(&mut r, &[0, 3], "replica after the purge"), 375);
     q::<()>(&mut r, &["REPLICAOF", "NO", "ONE"]);
     assert_eq!(q::<i64>(&mut r, &["RCACHE.PURGE", "/two"]), 150);
+    // More than one slice's worth: the keys go in the background.
+    assert!(eventually(10, || info_u64(&mut r, "purge_pending") == 0));
     assert_index_exact(&mut r, &[0, 3], "promoted replica after PURGE");
 }
 

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
@@ -24,12 +24,21 @@ use crate::server::store::State;
 
 /// Entries queued per hand-over to the thread.
 const BATCH: usize = 4096;
+/// Batches handed over and not yet indexed, at most: if the thread falls behind, the
+/// load waits for it rather than buffering the whole dataset a second time.
+const IN_FLIGHT: usize = 32;
 
 struct Builder {
     queued: Arrivals,
-    to_thread: Sender<Arrivals>,
+    to_thread: SyncSender<Arrivals>,
+    /// Batches the thread has indexed, emptied, to fill again: no allocation per batch
+    /// on the main thread, and no block freed by one thread that the other allocated.
+    emptied: Receiver<Arrivals>,
     thread: JoinHandle<HashMap<i32, DbIndex>>,
 }
+
+/// Path and tag bytes per entry a new batch makes room for.
+const BYTES_EACH: usize = 64;
 
 static BUILDER: Mutex<Option<Builder>> = Mutex::new(None);
 /// Whether a builder runs: checked by every `store::with`, so one relaxed load.
@@ -52,17 +61,22 @@ pub fn start(state: &State) {
     if !state.is_empty() {
         return;
     }
-    let (to_thread, from_loader) = channel::<Arrivals>();
+    let (to_thread, from_loader) = sync_channel::<Arrivals>(IN_FLIGHT);
+    let (back, emptied) = channel::<Arrivals>();
     let spawned = std::thread::Builder::new().name("rcache-load".into()).spawn(move || {
         let mut dbs = HashMap::new();
-        for batch in from_loader {
+        for mut batch in from_loader {
             batch.index_into(&mut dbs);
+            batch.clear();
+            // The loader may be gone already (it dropped the rest): then so is this.
+            let _ = back.send(batch);
         }
         dbs
     });
     // Without a thread, entries are indexed on the main thread as before.
     if let Ok(thread) = spawned {
-        *builder() = Some(Builder { queued: Arrivals::default(), to_thread, thread });
+        let queued = Arrivals::with_capacity(BATCH, BYTES_EACH);
+        *builder() = Some(Builder { queued, to_thread, emptied, thread });
         ACTIVE.store(true, Relaxed);
     }
 }
@@ -76,7 +90,8 @@ pub fn queue(db: i32, path: &[u8], variant: Variant, tags: &[&[u8]]) -> bool {
     let Some(b) = guard.as_mut() else { return false };
     b.queued.push(db, path, variant, tags);
     if b.queued.len() >= BATCH {
-        let batch = std::mem::take(&mut b.queued);
+        let next = b.emptied.try_recv().unwrap_or_else(|_| Arrivals::with_capacity(BATCH, BYTES_EACH));
+        let batch = std::mem::replace(&mut b.queued, next);
         if b.to_thread.send(batch).is_err() {
             // The thread is gone: `finish` finds out and has the keyspace re-read.
             LOST.store(true, Relaxed);
@@ -88,7 +103,7 @@ pub fn queue(db: i32, path: &[u8], variant: Variant, tags: &[&[u8]]) -> bool {
 /// Waits for the thread and installs what it built into `state`, which nothing has
 /// touched since `start`. Called by `store::with` while a builder is active.
 pub fn finish(state: &mut State) {
-    let Some(Builder { queued, to_thread, thread }) = builder().take() else { return };
+    let Some(Builder { queued, to_thread, thread, .. }) = builder().take() else { return };
     ACTIVE.store(false, Relaxed);
     if !queued.is_empty() && to_thread.send(queued).is_err() {
         LOST.store(true, Relaxed);

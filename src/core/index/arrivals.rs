@@ -24,6 +24,17 @@ struct Arrival {
 }
 
 impl Arrivals {
+    /// Room for `entries` entries of about `bytes_each` bytes of path and tags.
+    pub fn with_capacity(entries: usize, bytes_each: usize) -> Self {
+        Arrivals { entries: Vec::with_capacity(entries), bytes: Vec::with_capacity(entries * bytes_each) }
+    }
+
+    /// Empties the queue, keeping its memory for the next entries.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes.clear();
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -67,6 +78,53 @@ impl Arrivals {
 mod tests {
     use super::*;
     use crate::core::path::Coverage;
+    use proptest::prelude::*;
+
+    fn same(got: &HashMap<i32, DbIndex>, want: &HashMap<i32, DbIndex>, tags: &[Vec<u8>]) -> Result<(), TestCaseError> {
+        prop_assert_eq!(got.len(), want.len());
+        for (db, want) in want {
+            let got = &got[db];
+            prop_assert_eq!(got.paths.entries(), want.paths.entries());
+            prop_assert_eq!(got.tags.len(), want.tags.len());
+            prop_assert_eq!(got.paths.list(&Coverage::all(), None, usize::MAX), want.paths.list(&Coverage::all(), None, usize::MAX));
+            for tag in tags {
+                let (mut g, mut w) = (got.tagged(&[tag]), want.tagged(&[tag]));
+                g.sort();
+                w.sort();
+                prop_assert_eq!(g, w);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Whatever bytes paths and tags hold, queuing entries and indexing the queue
+        /// builds what indexing each entry at once builds.
+        #[test]
+        fn queued_then_indexed_equals_indexed_at_once(
+            entries in proptest::collection::vec(
+                (0i32..3, proptest::collection::vec(any::<u8>(), 0..12), 0u8..3,
+                 proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..5), 0..4)),
+                0..60)
+        ) {
+            let mut queued = Arrivals::default();
+            let mut want: HashMap<i32, DbIndex> = HashMap::new();
+            let mut all_tags = Vec::new();
+            for (db, path, q, tags) in &entries {
+                let variant = Variant::new(q.to_string().as_bytes(), &[]);
+                let refs: Vec<&[u8]> = tags.iter().map(Vec::as_slice).collect();
+                queued.push(*db, path, variant, &refs);
+                want.entry(*db).or_default().insert(path, variant, &refs);
+                all_tags.extend(tags.iter().cloned());
+            }
+            prop_assert_eq!(queued.len(), entries.len());
+            let mut got = HashMap::new();
+            queued.index_into(&mut got);
+            same(&got, &want, &all_tags)?;
+        }
+    }
 
     #[test]
     fn indexes_what_was_queued_in_order() {

@@ -9,6 +9,7 @@
 //! Every operation costs O(1) per entry it adds or removes, plus the path's length.
 
 mod arrivals;
+mod edge;
 mod tags;
 mod tree;
 mod variants;

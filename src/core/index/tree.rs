@@ -8,19 +8,18 @@
 //! A path can be 65536 bytes long, so the tree can be that deep: every walk here is
 //! a loop or uses an explicit stack, dropping included, never recursion.
 
+use crate::core::index::edge::Edge;
 use crate::core::index::tags::EntryId;
 use crate::core::index::variants::{Entries, Stored};
 use crate::core::key::Variant;
 use crate::core::path::Coverage;
 
-type Bytes = Box<[u8]>;
-
 #[derive(Default)]
 struct Node {
-    edge: Bytes,
-    /// `edge[0]`, kept inline: searching children then touches only the children
-    /// array, not one edge allocation per probe (which dominated SET's profile).
-    first: u8,
+    /// Its first byte is inline even when the edge is long: searching children then
+    /// touches only the children array (edge allocations per probe dominated SET's
+    /// profile once).
+    edge: Edge,
     /// Sorted by the first byte of their edge, which is unique among siblings. Sized
     /// exactly: fan-out is at most 256, so exact growth costs little, saves the slack.
     children: Box<[Node]>,
@@ -83,8 +82,7 @@ fn remove_child(children: &mut Box<[Node]>, at: usize) -> Node {
 impl Node {
     fn leaf(edge: &[u8]) -> Node {
         Node {
-            first: edge.first().copied().unwrap_or(0),
-            edge: edge.into(),
+            edge: Edge::new(edge),
             children: Box::new([]),
             entries: Entries::default(),
             sub: Counts::default(),
@@ -92,7 +90,7 @@ impl Node {
     }
 
     fn child_pos(&self, byte: u8) -> Result<usize, usize> {
-        self.children.binary_search_by_key(&byte, |c| c.first)
+        self.children.binary_search_by_key(&byte, |c| c.edge.first())
     }
 
     /// Splits this node's edge after `at` bytes; the lower part becomes the only child.
@@ -101,7 +99,7 @@ impl Node {
         lower.children = std::mem::take(&mut self.children);
         lower.entries = std::mem::take(&mut self.entries);
         lower.sub = self.sub;
-        self.edge = self.edge[..at].into();
+        self.edge = Edge::new(&self.edge[..at]);
         self.children = Box::new([lower]);
     }
 
@@ -110,7 +108,7 @@ impl Node {
     fn merge_if_single(&mut self) {
         if self.entries.is_empty() && self.children.len() == 1 {
             let mut child = remove_child(&mut self.children, 0);
-            self.edge = [&self.edge[..], &child.edge[..]].concat().into();
+            self.edge = Edge::joined(&self.edge, &child.edge);
             self.children = std::mem::take(&mut child.children);
             self.entries = std::mem::take(&mut child.entries);
             self.sub = child.sub;
@@ -295,8 +293,7 @@ impl PathIndex {
         if !parent_is_root {
             parent.merge_if_single();
         }
-        detached.edge = [&prefix[..parent_len], &detached.edge[..]].concat().into();
-        detached.first = detached.edge.first().copied().unwrap_or(0);
+        detached.edge = Edge::joined(&prefix[..parent_len], &detached.edge);
         Some(detached)
     }
 
@@ -452,7 +449,7 @@ fn list_subtree<'a>(top: &'a Node, mut path: Vec<u8>, after: Option<&[u8]>, limi
                     stack.push(Frame { node, len: path.len(), next_child: 0, emit_self: false });
                     break;
                 };
-                let later = node.children.partition_point(|c| c.first <= next);
+                let later = node.children.partition_point(|c| c.edge.first() <= next);
                 stack.push(Frame { node, len: path.len(), next_child: later, emit_self: false });
                 let Ok(pos) = node.child_pos(next) else { break };
                 node = &node.children[pos];
@@ -485,6 +482,11 @@ fn list_subtree<'a>(top: &'a Node, mut path: Vec<u8>, after: Option<&[u8]>, limi
 pub(super) mod tests {
     use super::*;
 
+    #[test]
+    fn a_node_fills_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Node>(), 64);
+    }
+
     /// Checks the structural invariants and that the counters match the tree
     /// (iteratively: the deep-tree test runs it on a small stack).
     pub fn check(index: &PathIndex) {
@@ -499,7 +501,7 @@ pub(super) mod tests {
             }
             let mut sub = Counts::of(&node.entries);
             for c in node.children.iter() {
-                assert_eq!(c.first, c.edge[0]);
+                assert_eq!(c.edge.first(), c.edge[0]);
                 sub.entries += c.sub.entries;
                 sub.paths += c.sub.paths;
                 stack.push((c, false));
