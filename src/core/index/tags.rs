@@ -62,7 +62,7 @@ impl TaggedEntry {
         let digests = [variant.query, variant.vary];
         let present = digests.iter().flatten().count();
         let mut data = Vec::with_capacity(1 + 16 * present + 2 + 4 * tags.len() + path.len());
-        data.push(u8::from(variant.query.is_some()) * HAS_QUERY | u8::from(variant.vary.is_some()) * HAS_VARY);
+        data.push((u8::from(variant.query.is_some()) * HAS_QUERY) | (u8::from(variant.vary.is_some()) * HAS_VARY));
         digests.iter().flatten().for_each(|d| data.extend_from_slice(d));
         // At most max-tags (1024) ids: the count fits.
         data.extend_from_slice(&u16::try_from(tags.len()).unwrap_or(u16::MAX).to_le_bytes());
