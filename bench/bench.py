@@ -285,6 +285,25 @@ def _probe_loop(conn, ready, stop):
         raw.close()
 
 
+def add_sample(schemes, name, sample):
+    """Appends one purge's figures to `name`'s lists in `schemes`."""
+    s = schemes.setdefault(name, {k: [] for k in sample})
+    for k, v in sample.items():
+        s[k].append(v)
+
+
+def summarise_purges(M, schemes):
+    """Each scheme's times against rcache's, pair by pair, and one log line."""
+    rc = schemes.get("rcache")
+    for name, s in schemes.items():
+        if name != "rcache" and rc:
+            s["wall_ratio_vs_rcache"] = [a / b if b else None for a, b in zip(s["wall_ms"], rc["wall_ms"])]
+            s["busy_ratio_vs_rcache"] = [a / b if b else None for a, b in zip(s["busy_ms"], rc["busy_ms"])]
+    log("  M=%-7d %s" % (M, "  ".join("%s reply %.3f ms done %.1f ms busy %.3f ms stall max %.3f ms" % (
+        n, med(s["wall_ms"]), med(s["done_ms"]), med(s["busy_ms"]), med(s["stall_max_ms"]))
+        for n, s in schemes.items())))
+
+
 class Prober:
     """A second process issuing GETs in a tight loop, recording each latency.
 
@@ -668,18 +687,8 @@ class Bench:
                 row["prefixes"].append(prefix)
                 order = names[rep % len(names):] + names[:rep % len(names)]
                 for name in order:
-                    r = self.purge_once(self.schemes[name], prefix, g0, g1, M)
-                    s = row["schemes"].setdefault(name, {k: [] for k in r})
-                    for kk, vv in r.items():
-                        s[kk].append(vv)
-            for name, s in row["schemes"].items():
-                if name != "rcache" and "rcache" in row["schemes"]:
-                    rc = row["schemes"]["rcache"]
-                    s["wall_ratio_vs_rcache"] = [a / b if b else None for a, b in zip(s["wall_ms"], rc["wall_ms"])]
-                    s["busy_ratio_vs_rcache"] = [a / b if b else None for a, b in zip(s["busy_ms"], rc["busy_ms"])]
-            log("  M=%-7d %s" % (M, "  ".join("%s reply %.3f ms done %.1f ms busy %.3f ms stall max %.3f ms" % (
-                n, med(s["wall_ms"]), med(s["done_ms"]), med(s["busy_ms"]), med(s["stall_max_ms"]))
-                for n, s in row["schemes"].items())))
+                    add_sample(row["schemes"], name, self.purge_once(self.schemes[name], prefix, g0, g1, M))
+            summarise_purges(M, row["schemes"])
         self.res["purge"] = out
 
     def phase_purge_tag(self):
@@ -702,18 +711,8 @@ class Bench:
                     _, errors = sch.raw.pipeline(encode(*(sch.set_args(p, v, value) + ["TAGS", "1", tag]))
                                                  for p, v in self.wl.entries(g0, g1))
                     self.check(not errors, "rcache: tagging %s's entries without errors (first: %s)" % (prefix, errors[:1]))
-                r = self.purge_once(sch, prefix, g0, g1, M, tag=tag)
-                s = out["schemes"].setdefault(name, {k: [] for k in r})
-                for kk, vv in r.items():
-                    s[kk].append(vv)
-        rc = out["schemes"].get("rcache")
-        for name, s in out["schemes"].items():
-            if name != "rcache" and rc:
-                s["wall_ratio_vs_rcache"] = [a / b if b else None for a, b in zip(s["wall_ms"], rc["wall_ms"])]
-                s["busy_ratio_vs_rcache"] = [a / b if b else None for a, b in zip(s["busy_ms"], rc["busy_ms"])]
-        log("  M=%-7d %s" % (M, "  ".join("%s reply %.3f ms done %.1f ms busy %.3f ms stall max %.3f ms" % (
-            n, med(s["wall_ms"]), med(s["done_ms"]), med(s["busy_ms"]), med(s["stall_max_ms"]))
-            for n, s in out["schemes"].items())))
+                add_sample(out["schemes"], name, self.purge_once(sch, prefix, g0, g1, M, tag=tag))
+        summarise_purges(M, out["schemes"])
         self.res["purge_tag"] = out
 
     def purge_once(self, sch, prefix, g0, g1, M, tag=None):
