@@ -362,10 +362,7 @@ fn covered_keys(ctx: Ctx, db: i32, user: &AclUser, coverage: &Coverage<'_>) -> A
 /// removed: not these purges' to count, nor their leases to end.)
 fn tagged_entries(ctx: Ctx, db: i32, user: &AclUser, tags: &[&[u8]]) -> ArgResult<Vec<(Vec<u8>, Variant)>> {
     events::process_pending(ctx);
-    let mut entries = store::with(|s| s.existing_db(db).map(|d| d.tagged(tags)).unwrap_or_default());
-    // In path order: hiding them then walks the tree along shared prefixes, through
-    // nodes still in cache (a 100,000-entry PURGETAG replied in 90 ms instead of 168).
-    entries.sort_unstable();
+    let entries = store::with(|s| s.existing_db(db).map(|d| d.tagged(tags)).unwrap_or_default());
     if !user.writes_every_key() {
         check_write_permission(user, entries.iter().map(|(path, _)| path.as_slice()))?;
     }

@@ -275,18 +275,20 @@ impl TagIndex {
     }
 
     /// Calls `f` with the path and variant of every entry carrying any of `tags`, each
-    /// once.
+    /// once, in id order: the records are then read in the order they sit in memory
+    /// rather than in the tag set's hash order.
     pub fn for_each_tagged(&self, tags: &[&[u8]], mut f: impl FnMut(&[u8], &Variant)) {
-        let mut seen = IdSet::default();
+        let mut ids: Vec<u32> = Vec::new();
         for name in tags {
-            let Some(tag) = self.by_name.get(*name).and_then(|&t| self.tags.get(t)) else { continue };
-            for &id in &tag.members {
-                if tags.len() > 1 && !seen.insert(id) {
-                    continue;
-                }
-                if let Some(e) = id.checked_sub(1).and_then(|slot| self.entries.get(slot as usize)) {
-                    f(e.path(), &e.variant());
-                }
+            if let Some(tag) = self.by_name.get(*name).and_then(|&t| self.tags.get(t)) {
+                ids.extend(tag.members.iter().copied());
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            if let Some(e) = id.checked_sub(1).and_then(|slot| self.entries.get(slot as usize)) {
+                f(e.path(), &e.variant());
             }
         }
     }
