@@ -154,3 +154,34 @@ fn debug_reload_merge_keeps_live_entries_indexed() {
     assert_eq!(q::<i64>(&mut c, &["RCACHE.PURGE", "/m"]), 2);
     assert_eq!(entry_keys(&mut c), Vec::<String>::new(), "PURGE /m missed a live entry");
 }
+
+/// A load into an empty index is indexed on a thread (issue 14, item 4). INFO, which
+/// monitoring polls during long loads, reads the index as it is and leaves that thread
+/// alone: its figures leave out the entries being loaded until loading ends.
+#[test]
+fn info_during_a_load_leaves_the_indexing_thread_alone() {
+    let s = Server::start_with(&["--enable-debug-command", "yes"], &[]);
+    let mut c = s.conn();
+    fill(&mut c, "/l", 2000, 20, &["TAGS", "1", "l"]);
+    q::<()>(&mut c, &["SAVE"]);
+    // About a second of loading, answering clients between keys.
+    q::<()>(&mut c, &["CONFIG", "SET", "key-load-delay", "500"]);
+    q::<()>(&mut c, &["CONFIG", "SET", "loading-process-events-interval-bytes", "1024"]);
+    let mut reloader = s.conn();
+    let reload = std::thread::spawn(move || q::<()>(&mut reloader, &["DEBUG", "RELOAD", "NOSAVE"]));
+    let mut mid_load = Vec::new();
+    while !reload.is_finished() {
+        let text: String = q(&mut c, &["INFO", "persistence", "rcache"]);
+        let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string());
+        if field("loading:").as_deref() == Some("1") {
+            mid_load.push(field("rcache_entries:").unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reload.join().expect("DEBUG RELOAD");
+    assert!(mid_load.len() >= 3, "INFO answered only {} times during the load", mid_load.len());
+    assert!(mid_load.iter().all(|e| e == "0"), "INFO installed the load's index early: entries {mid_load:?}");
+    q::<()>(&mut c, &["CONFIG", "SET", "key-load-delay", "0"]);
+    assert_eq!(assert_index_exact(&mut c, &[0], "after the load"), 2000);
+    assert_eq!(q::<i64>(&mut c, &["RCACHE.PURGETAG", "l"]), 2000);
+}

@@ -7,9 +7,10 @@
 //! indexes from the queue as the load goes on.
 //!
 //! The built indexes are installed as soon as anything else needs the state (see
-//! `store::with`): when loading ends, or earlier, at the first write of an AOF's tail,
-//! a purge record read from the file, an INFO. So nothing ever sees the index without
-//! what was queued before, and what follows applies in order on top of it.
+//! `store::with`): when loading ends, or earlier, at the first write of an AOF's tail or
+//! a purge record read from the file. So nothing ever sees the index without what was
+//! queued before, and what follows applies in order on top of it. INFO only reads the
+//! state (`store::peek`) and leaves the thread alone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};

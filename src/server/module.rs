@@ -114,7 +114,7 @@ extern "C" fn set_setting(_name: *const c_char, value: c_longlong, privdata: *mu
 extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
     let info = InfoCtx::from_raw(ctx);
     // A crash report may be written while the state is locked: report no index figures then.
-    let totals = std::panic::catch_unwind(|| store::with(|s| (s.totals(), s.leases.table.live() as u64))).ok();
+    let totals = std::panic::catch_unwind(|| store::peek(|s| (s.totals(), s.leases.table.live() as u64))).ok();
     info.section();
     info.field_str("module_version", env!("CARGO_PKG_VERSION"));
     if let Some((t, leases)) = totals {

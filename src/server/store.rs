@@ -4,7 +4,7 @@
 //! call our notification callback synchronously from inside our own commands.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex, TryLockError};
+use std::sync::{LazyLock, Mutex, MutexGuard, TryLockError};
 
 use crate::core::index::DbIndex;
 use crate::core::key::Variant;
@@ -203,14 +203,25 @@ static STATE: LazyLock<Mutex<State>> = LazyLock::new(Default::default);
 /// Runs `f` on the state. Re-entering (calling this from inside `f`) is a bug; it
 /// panics, and the entry-point guard turns that into an error reply and a log line.
 pub fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
-    let mut guard = match STATE.try_lock() {
-        Ok(g) => g,
-        Err(TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(TryLockError::WouldBlock) => panic!("rcache state re-entered while in use"),
-    };
+    let mut guard = lock();
     // What a load queued so far comes first (see `loading`).
     if loading::active() {
         loading::finish(&mut guard);
     }
     f(&mut guard)
+}
+
+/// Reads the state as it is, leaving a load's indexing thread running: for INFO, which
+/// monitoring may poll all through a long load (and a crash report may call). Its
+/// figures then leave out the entries still being indexed.
+pub fn peek<R>(f: impl FnOnce(&State) -> R) -> R {
+    f(&lock())
+}
+
+fn lock() -> MutexGuard<'static, State> {
+    match STATE.try_lock() {
+        Ok(g) => g,
+        Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(TryLockError::WouldBlock) => panic!("rcache state re-entered while in use"),
+    }
 }
