@@ -402,7 +402,15 @@ impl PathIndex {
     /// variants the path has (taking them a few at a time from a hash map would rescan
     /// its emptied buckets each time).
     pub fn take_first_path(&mut self) -> Option<(Vec<u8>, Vec<Stored>)> {
-        let path = self.list(&Coverage::all(), None, 1).pop()?;
+        // Down the leftmost branch to the first node with entries: a node's own path
+        // sorts before its children's, and every node without entries below the root
+        // has children.
+        let mut path = Vec::new();
+        let mut node = &self.root;
+        while node.entries.is_empty() {
+            node = node.children.first()?;
+            path.extend_from_slice(&node.edge);
+        }
         let taken = self.take_entries(&path).iter().collect();
         Some((path, taken))
     }
