@@ -270,14 +270,11 @@ fn server_event(ctx: Ctx, id: u64, subevent: u64, data: *mut c_void) {
         }
         // The indexes built while loading go in; then purge records read while loading
         // are matched against the loaded entries.
-        (raw::REDISMODULE_EVENT_LOADING, raw::REDISMODULE_SUBEVENT_LOADING_ENDED) => {
-            store::with(loading::finish);
-            loading::check_complete(ctx);
-            purges::resolve_loaded(ctx);
-        }
-        (raw::REDISMODULE_EVENT_LOADING, raw::REDISMODULE_SUBEVENT_LOADING_FAILED) => {
-            store::with(loading::finish);
-            loading::check_complete(ctx);
+        (raw::REDISMODULE_EVENT_LOADING, raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED) => {
+            loading::end(ctx);
+            if subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
+                purges::resolve_loaded(ctx);
+            }
         }
         (raw::REDISMODULE_EVENT_EVENTLOOP, raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP) => process_pending(ctx),
         _ => {}

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use crate::core::index::{Arrivals, DbIndex};
 use crate::core::key::Variant;
 use crate::ffi::Ctx;
-use crate::server::store::State;
+use crate::server::store::{self, State};
 
 /// Entries queued per hand-over to the thread.
 const BATCH: usize = 4096;
@@ -116,9 +116,11 @@ pub fn finish(state: &mut State) {
     }
 }
 
-/// When loading ends: if the thread died, some entries of the load never reached the
-/// index, and the whole keyspace is re-read (what `MODULE LOAD` does).
-pub fn check_complete(ctx: Ctx) {
+/// Loading ended (or failed): what the thread built goes in. If the thread died, some
+/// entries of the load never reached the index, and the whole keyspace is re-read
+/// (what `MODULE LOAD` does).
+pub fn end(ctx: Ctx) {
+    store::with(finish);
     if LOST.swap(false, Relaxed) {
         ctx.log(c"warning", "rcache: the thread indexing the load failed; indexing the keyspace again");
         crate::server::events::index_keyspace(ctx);

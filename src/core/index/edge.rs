@@ -17,14 +17,13 @@ pub enum Edge {
 
 impl Edge {
     pub fn new(bytes: &[u8]) -> Edge {
-        match u8::try_from(bytes.len()) {
-            Ok(len) if bytes.len() <= INLINE => {
-                let mut inline = [0; INLINE];
-                inline[..bytes.len()].copy_from_slice(bytes);
-                Edge::Inline { len, bytes: inline }
-            }
-            _ => Edge::Heap { first: bytes.first().copied().unwrap_or(0), bytes: bytes.into() },
+        if bytes.len() > INLINE {
+            return Edge::Heap { first: bytes[0], bytes: bytes.into() };
         }
+        let mut inline = [0; INLINE];
+        inline[..bytes.len()].copy_from_slice(bytes);
+        // At most INLINE (22) bytes: the length fits.
+        Edge::Inline { len: bytes.len() as u8, bytes: inline }
     }
 
     /// The two slices joined.
