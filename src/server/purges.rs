@@ -31,7 +31,7 @@ use crate::core::cluster::key_hash_slot;
 use crate::core::config;
 use crate::core::entry::{self, Header};
 use crate::core::index::DbIndex;
-use crate::core::key::{entry_key, parse_entry_key, Variant};
+use crate::core::key::{entry_key, entry_key_name, parse_entry_key, Variant};
 use crate::core::purge::{self, PurgeRecord, Seen, Target};
 use crate::core::stats::STATS;
 use crate::ffi::{self, Ctx, KeyKind, NOTIFY_GENERIC};
@@ -368,7 +368,7 @@ fn run_slice(ctx: Ctx) {
         let mut deleted = Vec::with_capacity(batch.len());
         let mut paths = Vec::with_capacity(batch.len());
         for (path, variant) in &batch {
-            let key = ctx.string(&entry_key(path, variant));
+            let key = ctx.string(&entry_key_name(path, variant));
             let open = ctx.open_key(&key, true);
             // Only what the purge covers (it hid this entry): a SET since then stored a
             // newer entry here.

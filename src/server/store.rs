@@ -112,8 +112,12 @@ impl State {
                 }
             }
             let rest = job.backlog.1.len().saturating_sub(n - batch.len());
-            let path = &job.backlog.0;
-            batch.extend(job.backlog.1.split_off(rest).into_iter().map(|v| (path.clone(), v)));
+            // (`split_off(0)` would allocate a new backlog of the same capacity.)
+            let mut taken = if rest == 0 { std::mem::take(&mut job.backlog.1) } else { job.backlog.1.split_off(rest) };
+            // The path's last variant takes the path itself (most paths have one variant).
+            let last = if rest == 0 { taken.pop() } else { None };
+            batch.extend(taken.into_iter().map(|v| (job.backlog.0.clone(), v)));
+            batch.extend(last.map(|v| (std::mem::take(&mut job.backlog.0), v)));
         }
         Some((job.db, job.record.clone(), batch))
     }

@@ -153,7 +153,7 @@ impl DbIndex {
         let (path, taken) = self.hidden[at].1.take_first_path()?;
         self.drop_empty_hidden();
         self.forget_all(taken.iter().filter_map(|s| s.tags).collect());
-        Some((path, taken.into_iter().map(|s| s.variant).collect()))
+        Some((path, taken.iter().map(|s| s.variant).collect()))
     }
 
     /// Whether a pending purge hides the entry at (path, variant).

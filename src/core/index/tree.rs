@@ -401,17 +401,45 @@ impl PathIndex {
     /// path: the background purge's unit of work. O(depth + its variants), however many
     /// variants the path has (taking them a few at a time from a hash map would rescan
     /// its emptied buckets each time).
-    pub fn take_first_path(&mut self) -> Option<(Vec<u8>, Vec<Stored>)> {
+    pub fn take_first_path(&mut self) -> Option<(Vec<u8>, Entries)> {
         // Down the leftmost branch to the first node with entries: a node's own path
         // sorts before its children's, and every node without entries below the root
-        // has children.
-        let mut path = Vec::new();
+        // has children. Only measured here, so the path is allocated once.
+        let (mut depth, mut path_len) = (0, 0);
         let mut node = &self.root;
         while node.entries.is_empty() {
             node = node.children.first()?;
-            path.extend_from_slice(&node.edge);
+            path_len += node.edge.len();
+            depth += 1;
         }
-        let taken = self.take_entries(&path).iter().collect();
+        let held = Counts::of(&node.entries);
+        // Down the same branch again (every position is 0, the nodes are in cache),
+        // building the path and uncounting the entries: this replaces three searching
+        // walks, a third of the drain's index time.
+        let uncount = |n: &mut Node| {
+            n.sub.entries -= held.entries;
+            n.sub.paths -= held.paths;
+        };
+        let mut path = Vec::with_capacity(path_len);
+        let mut parent = &mut self.root;
+        uncount(parent);
+        if depth == 0 {
+            return Some((path, std::mem::take(&mut parent.entries)));
+        }
+        let mut parent_is_root = true;
+        for _ in 1..depth {
+            parent = parent.children.first_mut()?;
+            path.extend_from_slice(&parent.edge);
+            uncount(parent);
+            parent_is_root = false;
+        }
+        let parent_len = path.len();
+        let taken = parent.children.first_mut().map(|child| {
+            path.extend_from_slice(&child.edge);
+            uncount(child);
+            std::mem::take(&mut child.entries)
+        })?;
+        ParentOf { parent, pos: 0, parent_is_root, parent_len }.compact();
         Some((path, taken))
     }
 
@@ -605,10 +633,14 @@ pub(super) mod tests {
             proptest::prop_assert_eq!(moved.entries(), covered.len());
             proptest::prop_assert_eq!(index.entries(), model.len() - covered.len());
             let mut taken = std::collections::BTreeSet::new();
+            let mut last: Option<Vec<u8>> = None;
             loop {
                 let Some((path, batch)) = moved.take_first_path() else { break };
                 check(&moved);
                 proptest::prop_assert!(!batch.is_empty());
+                let batch: Vec<Stored> = batch.iter().collect();
+                proptest::prop_assert!(last.as_ref().is_none_or(|l| *l < path), "paths come in byte order");
+                last = Some(path.clone());
                 for stored in batch {
                     let path = path.clone();
                     let v: u32 = (0..3).find(|v| st(*v).variant == stored.variant).unwrap_or(99);
