@@ -117,7 +117,8 @@ class Server:
             args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
                     "--save", "", "--appendonly", "no", "--daemonize", "no",
                     "--dir", self.dir, "--logfile", "redis.log",
-                    "--protected-mode", "yes", "--maxmemory", "0"]
+                    "--protected-mode", "yes", "--maxmemory", "0",
+                    "--enable-module-command", "local"]  # the hot path loads its floor module
             if self.module:
                 args += ["--loadmodule", self.module]
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,

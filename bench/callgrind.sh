@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per command of the whole redis-server process (user space, callgrind),
-# native GET / SET PX against RCACHE.GET / LOOKUP / SET with QUERY, 1 KB values.
+# native GET / SET PX against RCACHE.GET / LOOKUP / SET with QUERY, 1 KB values, and
+# the reads through the module-API floor (bench/floor/floor.c: what any module pays).
 # Deterministic, unlike throughput on a shared machine: the figures bench/ANALYSIS.md
 # uses to decide and to say what each change removed. The kernel's share (socket
 # reads and writes, about the same for both) is not counted.
@@ -16,6 +17,7 @@ for tool in valgrind callgrind_annotate callgrind_control redis-server redis-ben
 done
 [ -f "$module" ] || { echo "callgrind.sh: module $module not found (cargo build --release)" >&2; exit 2; }
 work="$(mktemp -d)"
+"$here/floor/build.sh" "$work/floor.so"
 pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
@@ -33,10 +35,11 @@ measure() {
   dir="$work/$scheme-$op"
   mkdir -p "$dir"
   local load=() set_cmd get_cmd cmd
-  [ "$scheme" = rcache ] && load=(--loadmodule "$module")
-  if [ "$scheme" = rcache ]; then
+  [ "$scheme" != native ] && load=(--loadmodule "$module")
+  [ "$scheme" = floor ] && load+=(--loadmodule "$work/floor.so" "${native_key#native:\{$path\}}" 1024)
+  if [ "$scheme" != native ]; then
     set_cmd=(RCACHE.SET "$path" "$value" PX 3600000 QUERY "$query")
-    get_cmd=(RCACHE."$op" "$path" QUERY "$query")
+    get_cmd=("${scheme^^}.$op" "$path" QUERY "$query")
   else
     set_cmd=(SET "$native_key" "$value" PX 3600000)
     get_cmd=(GET "$native_key")
@@ -59,10 +62,13 @@ measure() {
   callgrind_annotate "$out" 2>/dev/null | awk -v n="$n" '/PROGRAM TOTALS/ { gsub(",", "", $1); printf "%.0f", $1 / n }'
 }
 
-printf "%-8s %18s %18s %8s\n" op "native Ir/cmd" "rcache Ir/cmd" ratio
+printf "%-8s %14s %14s %14s %8s %8s\n" op "native Ir/cmd" "rcache Ir/cmd" "floor Ir/cmd" rcache/n floor/n
 for op in GET LOOKUP SET; do
   nat=$(measure native "$op")
   rc=$(measure rcache "$op")
-  printf "%-8s %18s %18s %8.2f\n" "$op" "$nat" "$rc" "$(python3 -c "print($rc / $nat)")"
+  fl=-
+  [ "$op" != SET ] && fl=$(measure floor "$op")
+  printf "%-8s %14s %14s %14s %8.2f %8s\n" "$op" "$nat" "$rc" "$fl" "$(python3 -c "print($rc / $nat)")" \
+    "$([ "$fl" = - ] && echo - || python3 -c "print('%.2f' % ($fl / $nat))")"
 done
 echo "(whole server, user space, per pipelined request of 1 KB with QUERY; LOOKUP's native is GET)"

@@ -4,7 +4,12 @@ of the same length, in the same run, pipelined 16 and not.
 
 Run by bench.py after the throughput phase (every mode), or alone with
 `bench/run.sh hotpath` (N = 1M entries loaded, native and rcache only).
+
+The reads are also measured through bench/floor/floor.c, loaded into the rcache server:
+the same requests answered with only what the module API makes any module pay (dispatch,
+the entry's key name, open, reply). Its ratio to native is the most a module can reach.
 """
+import os
 import subprocess
 import time
 
@@ -28,8 +33,35 @@ def paths(k):
     return ("%s%012d" % (BASE, i) for i in range(k))
 
 
+FLOOR_BUILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "floor", "build.sh")
+
+
+class Floor:
+    """bench/floor/floor.c's commands, on the rcache server (it reads rcache's entries)."""
+    name = "floor"
+
+    def __init__(self, rcache):
+        self.server = rcache.server
+
+
+def load_floor(b, rcache, path):
+    """Builds floor.so and loads it into the rcache server; a Floor, or None (warned)."""
+    out = os.path.join(rcache.server.dir, "floor.so")
+    built = subprocess.run([FLOOR_BUILD, out], capture_output=True, text=True)
+    if built.returncode != 0:
+        b.warn("floor module not built (%s): the module-API floor is not measured" % built.stderr.strip()[-200:])
+        return None
+    key = rcache.real_key(path, VARIANT)
+    prefix = "rcache:{%s}" % path
+    b.check(key.startswith(prefix), "floor: rcache's key %r starts with %r" % (key, prefix))
+    rcache.raw.call("MODULE", "LOAD", out, key[len(prefix):], str(SIZE))
+    return Floor(rcache)
+
+
 def args_for(sch, op, path, value):
     """redis-benchmark arguments and the commandstats name of one request."""
+    if sch.name == "floor":
+        return ["FLOOR.%s" % op, path] + S.rcache_opts(VARIANT), "floor.%s" % op.lower()
     if op == "SET":
         return sch.set_args(path, VARIANT, value), sch.set_cmd_stat
     if op == "LOOKUP" and sch.name == "rcache":
@@ -48,7 +80,8 @@ def run_one(b, tools, sch, op, pl, perf_dir):
     args, stat = args_for(sch, op, BASE + "__rand_int__", b.value[SIZE].decode())
     srv = sch.server
     before = srv.cmdstats()
-    hits0 = b.rcache_info(srv).get("rcache_hits", 0) if sch.name == "rcache" else srv.info("stats")["keyspace_hits"]
+    hits = lambda: b.rcache_info(srv).get("rcache_hits", 0) if sch.name == "rcache" else srv.info("stats")["keyspace_hits"]
+    hits0 = hits()
     cmd = [b.args.redis_benchmark, "-h", "127.0.0.1", "-p", str(srv.port), "-c", str(CLIENTS),
            "-n", str(n), "-r", str(k), "-P", str(pl), "--csv"] + args
     with Perf(perf_dir, srv.proc.pid, "hot-%s-%s-P%d" % (sch.name, op, pl)):
@@ -67,7 +100,7 @@ def run_one(b, tools, sch, op, pl, perf_dir):
             "%s: server ran %d commands without errors (calls=%d failed=%d rejected=%d)"
             % (what, n, d["calls"], d["failed_calls"], d["rejected_calls"]))
     if op != "SET":
-        hits1 = b.rcache_info(srv).get("rcache_hits", 0) if sch.name == "rcache" else srv.info("stats")["keyspace_hits"]
+        hits1 = hits()
         b.check(hits1 - hits0 >= 0.99 * n, "%s: reads hit (%d hits of %d)" % (what, hits1 - hits0, n))
     return rps, (d["usec"] / d["calls"] if d["calls"] else None)
 
@@ -83,26 +116,33 @@ def phase(b, tools):
     log("\n== hot path: GET / LOOKUP / SET with QUERY, 1 KB, %d keys, %d reps" % (k, reps))
     for name in ("native", "rcache"):
         b.load(b.schemes[name], ((p, VARIANT) for p in paths(k)), SIZE, "hot-path keys")
+    schemes = dict(b.schemes)
+    floor = load_floor(b, b.schemes["rcache"], next(paths(1)))
+    if floor:
+        schemes["floor"] = floor
     profiled = set()
     out = {}
     for rep in range(reps):
         for op, pl, target in CASES:
             row = out.setdefault(case_name(op, pl), {"op": op, "pipeline": pl, "target": target,
                                                      "rps": {}, "usec_per_call": {}})
-            order = ["native", "rcache"] if rep % 2 == 0 else ["rcache", "native"]
-            for name in order:
+            order = ["native", "rcache"] + (["floor"] if floor and op != "SET" else [])
+            for name in (order if rep % 2 == 0 else order[::-1]):
                 perf_dir = None
                 if b.args.perf and pl == 16 and (name, op) not in profiled:
                     profiled.add((name, op))
                     perf_dir = b.args.perf
-                rps, upc = run_one(b, tools, b.schemes[name], op, pl, perf_dir)
+                rps, upc = run_one(b, tools, schemes[name], op, pl, perf_dir)
                 row["rps"].setdefault(name, []).append(rps)
                 row["usec_per_call"].setdefault(name, []).append(upc)
         log("  hot path rep %d done (%.0fs elapsed)" % (rep + 1, time.time() - b.t_start))
     for cname, row in out.items():
         row["ratio"] = [r / n for r, n in zip(row["rps"]["rcache"], row["rps"]["native"])]
-        log("  %-22s native %.0f/s  rcache %.0f/s  ratio %.3f  µs/call %.2f / %.2f" % (
+        if "floor" in row["rps"]:
+            row["floor_ratio"] = [r / n for r, n in zip(row["rps"]["floor"], row["rps"]["native"])]
+        log("  %-22s native %.0f/s  rcache %.0f/s  ratio %.3f (floor %s)  µs/call %.2f / %.2f" % (
             cname, _med(row["rps"]["native"]), _med(row["rps"]["rcache"]), _med(row["ratio"]),
+            "%.3f" % _med(row["floor_ratio"]) if "floor_ratio" in row else "-",
             _med(row["usec_per_call"]["native"]) or 0, _med(row["usec_per_call"]["rcache"]) or 0))
     b.res["hotpath"] = out
 
@@ -123,7 +163,10 @@ def targets(res):
         native = "native SET PX" if row["op"] == "SET" else "native GET"
         m = _med(row["ratio"])
         status = "n/a" if m is None else ("MET" if m >= row["target"] else "MISSED")
-        out.append(("RCACHE.%s ≥ %.2f × %s (P16, 1 KB, QUERY)" % (row["op"], row["target"], native), mm(row["ratio"]), status))
+        measured = mm(row["ratio"])
+        if row.get("floor_ratio"):
+            measured += "; module-API floor %s" % mm(row["floor_ratio"])
+        out.append(("RCACHE.%s ≥ %.2f × %s (P16, 1 KB, QUERY)" % (row["op"], row["target"], native), measured, status))
     return out
 
 
@@ -136,14 +179,20 @@ def render(res):
     rows = []
     for cname, row in hp.items():
         native = "SET PX" if row["op"] == "SET" else "GET"
+        floor_upc = f(_med(row["usec_per_call"].get("floor", [])), "%.2f")
         rows.append([cname, native, kops(row["rps"]["native"]), kops(row["rps"]["rcache"]), mm(row["ratio"]),
-                     "%s / %s" % (f(_med(row["usec_per_call"]["native"]), "%.2f"), f(_med(row["usec_per_call"]["rcache"]), "%.2f"))])
+                     mm(row["floor_ratio"]) if row.get("floor_ratio") else "—",
+                     "%s / %s / %s" % (f(_med(row["usec_per_call"]["native"]), "%.2f"),
+                                       f(_med(row["usec_per_call"]["rcache"]), "%.2f"), floor_upc)])
     return "\n".join([
         "## Hot path (issue 12: GET, LOOKUP, SET with QUERY)\n",
         "`RCACHE.GET|LOOKUP|SET path QUERY lang=en&page=2` (1 KB values) against native `GET` / `SET … PX` "
         "on keys of the same length, redis-benchmark with 50 clients, schemes alternating, ratio pair by pair; "
-        "server µs/call from INFO commandstats.\n",
-        table(["case", "native command", "native ops/s", "rcache ops/s", "rcache ÷ native",
-               "server µs/call (native / rcache)"], rows),
+        "server µs/call from INFO commandstats. The floor (`bench/floor/floor.c`, loaded into the rcache "
+        "server) answers the same read requests doing only what the module API makes any module pay: "
+        "dispatch, the entry's key name, open, reply; no parsing, checks or digests. Its ratio is the "
+        "most a module can reach with these requests.\n",
+        table(["case", "native command", "native ops/s", "rcache ops/s", "rcache ÷ native", "floor ÷ native",
+               "server µs/call (native / rcache / floor)"], rows),
         "",
     ])
