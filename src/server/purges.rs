@@ -49,9 +49,9 @@ pub struct Job {
     /// False for a record read while loading: which loaded entries it covers is only
     /// known once every key is loaded.
     pub resolved: bool,
-    /// Variants of one path taken out of the index and not yet removed (a path may have
-    /// more than a slice can remove).
-    pub backlog: (Vec<u8>, Vec<Variant>),
+    /// Paths' variants taken out of the index and not yet removed, the next at the end
+    /// (a path may have more variants than a slice can remove).
+    pub backlog: Vec<(Vec<u8>, Vec<Variant>)>,
     /// Its record key was removed (evicted, say) while work was left: a master writes
     /// it again, so the data keeps saying what is hidden.
     pub record_lost: bool,

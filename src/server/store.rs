@@ -102,22 +102,28 @@ impl State {
     /// then on. A path with more variants than fit stays in the job's backlog.
     pub fn take_batch(&mut self, n: usize) -> Option<(i32, PurgeRecord, Vec<(Vec<u8>, Variant)>)> {
         let dbs = &mut self.dbs;
-        let job = self.jobs.iter_mut().find(|j| j.resolved && (!j.backlog.1.is_empty() || dbs.get(&j.db).is_some_and(|d| d.hidden(j.id) > 0)))?;
+        let job = self.jobs.iter_mut().find(|j| j.resolved && (!j.backlog.is_empty() || dbs.get(&j.db).is_some_and(|d| d.hidden(j.id) > 0)))?;
         let mut batch = Vec::with_capacity(n);
         while batch.len() < n {
-            if job.backlog.1.is_empty() {
-                match dbs.get_mut(&job.db).and_then(|d| d.take_hidden(job.id)) {
-                    Some(next) => job.backlog = next,
-                    None => break,
+            if job.backlog.is_empty() {
+                let taken = dbs.get_mut(&job.db).map(|d| d.take_hidden(job.id, n - batch.len())).unwrap_or_default();
+                if taken.is_empty() {
+                    break;
                 }
+                // Reversed: the backlog is taken from its end.
+                job.backlog = taken.into_iter().rev().collect();
             }
-            let rest = job.backlog.1.len().saturating_sub(n - batch.len());
-            // (`split_off(0)` would allocate a new backlog of the same capacity.)
-            let mut taken = if rest == 0 { std::mem::take(&mut job.backlog.1) } else { job.backlog.1.split_off(rest) };
+            let Some((path, variants)) = job.backlog.last_mut() else { break };
+            let rest = variants.len().saturating_sub(n - batch.len());
+            // (`split_off(0)` would allocate a new vector of the same capacity.)
+            let mut taken = if rest == 0 { std::mem::take(variants) } else { variants.split_off(rest) };
             // The path's last variant takes the path itself (most paths have one variant).
             let last = if rest == 0 { taken.pop() } else { None };
-            batch.extend(taken.into_iter().map(|v| (job.backlog.0.clone(), v)));
-            batch.extend(last.map(|v| (std::mem::take(&mut job.backlog.0), v)));
+            batch.extend(taken.into_iter().map(|v| (path.clone(), v)));
+            batch.extend(last.map(|v| (std::mem::take(path), v)));
+            if rest == 0 {
+                job.backlog.pop();
+            }
         }
         Some((job.db, job.record.clone(), batch))
     }
@@ -130,7 +136,7 @@ impl State {
             Target::Prefix { .. } => job.record.covers(path, &[], stored_at_ms),
             Target::Tags(_) => {
                 job.record.predates(stored_at_ms)
-                    && ((job.backlog.0 == path && job.backlog.1.contains(variant))
+                    && (job.backlog.iter().any(|(p, vs)| p == path && vs.contains(variant))
                         || self.dbs.get(&job.db).is_some_and(|d| d.is_hidden_by(job.id, path, variant)))
             }
         }
@@ -138,7 +144,7 @@ impl State {
 
     /// Entries a job still has to remove (INFO `purge_pending`).
     pub fn pending_of(&self, job: &Job) -> u64 {
-        (job.backlog.1.len() + self.dbs.get(&job.db).map_or(0, |d| d.hidden(job.id))) as u64
+        (job.backlog.iter().map(|(_, vs)| vs.len()).sum::<usize>() + self.dbs.get(&job.db).map_or(0, |d| d.hidden(job.id))) as u64
     }
 
     fn is_done(&self, job: &Job) -> bool {

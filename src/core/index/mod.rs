@@ -146,14 +146,14 @@ impl DbIndex {
         &mut self.hidden[at].1
     }
 
-    /// The entries `job` hid at its first path, which leave the index (their tags too):
-    /// its unit of removal work.
-    pub fn take_hidden(&mut self, job: u64) -> Option<(Vec<u8>, Vec<Variant>)> {
-        let at = self.hidden.iter().position(|(j, _)| *j == job)?;
-        let (path, taken) = self.hidden[at].1.take_first_path()?;
+    /// The entries `job` hid at its first paths (about `budget` of them, at least one
+    /// path's), which leave the index (their tags too): its unit of removal work.
+    pub fn take_hidden(&mut self, job: u64, budget: usize) -> Vec<(Vec<u8>, Vec<Variant>)> {
+        let Some(at) = self.hidden.iter().position(|(j, _)| *j == job) else { return Vec::new() };
+        let taken = self.hidden[at].1.take_first_paths(budget);
         self.drop_empty_hidden();
-        self.forget_all(taken.iter().filter_map(|s| s.tags).collect());
-        Some((path, taken.iter().map(|s| s.variant).collect()))
+        self.forget_all(taken.iter().flat_map(|(_, entries)| entries.iter().filter_map(|s| s.tags)).collect());
+        taken.into_iter().map(|(path, entries)| (path, entries.iter().map(|s| s.variant).collect())).collect()
     }
 
     /// Whether a pending purge hides the entry at (path, variant).
@@ -352,8 +352,9 @@ mod tests {
         PurgeTag(Vec<u8>),
         /// A purge that finishes in the background: hide now, remove later.
         Hide(String),
-        /// One unit (a path) of the oldest pending purge's removal work.
-        Work,
+        /// One unit (a path, or a run of leaves within the budget) of the oldest
+        /// pending purge's removal work.
+        Work(usize),
     }
 
     fn arb_path() -> impl Strategy<Value = String> {
@@ -375,7 +376,7 @@ mod tests {
             1 => (arb_path(), any::<bool>()).prop_map(|(p, e)| Op::Purge(p, e)),
             1 => (0u8..4).prop_map(|t| Op::PurgeTag(vec![t])),
             1 => arb_path().prop_map(Op::Hide),
-            1 => Just(Op::Work),
+            1 => (1usize..6).prop_map(Op::Work),
         ]
     }
 
@@ -415,13 +416,14 @@ mod tests {
                             hidden.insert(k, (job, tags));
                         }
                     }
-                    Op::Work => {
+                    Op::Work(budget) => {
                         if let Some(&job) = jobs.first() {
-                            let (path, taken) = db.take_hidden(job).unwrap_or_default();
-                            for variant in taken {
-                                let k = hidden.iter().find(|((p, q), (j, _))| *j == job && p.as_bytes() == path && v(&q.to_string()) == variant).map(|(k, _)| k.clone());
-                                prop_assert!(k.is_some(), "took an entry the job did not hide");
-                                hidden.remove(&k.unwrap_or_default());
+                            for (path, taken) in db.take_hidden(job, budget) {
+                                for variant in taken {
+                                    let k = hidden.iter().find(|((p, q), (j, _))| *j == job && p.as_bytes() == path && v(&q.to_string()) == variant).map(|(k, _)| k.clone());
+                                    prop_assert!(k.is_some(), "took an entry the job did not hide");
+                                    hidden.remove(&k.unwrap_or_default());
+                                }
                             }
                             if db.hidden(job) == 0 {
                                 jobs.remove(0);
