@@ -248,7 +248,9 @@ def tp_paths(size, k):
 # ------------------------------------------------------------------ prober
 def _probe_loop(conn, ready, stop):
     """Child process: on ('run', port, cmd, max_s) issue cmd in a tight loop
-    until `stop` is set, then send back (starts, latencies, errors, misses)."""
+    until `stop` is set, then send back (starts, latencies, errors, misses, busy):
+    `busy` counts BUSY replies (a script ran past busy-reply-threshold), the other
+    errors are in `errors`."""
     raws = {}
     pc = time.perf_counter_ns
     while True:
@@ -262,7 +264,7 @@ def _probe_loop(conn, ready, stop):
                 raw = raws[port] = Raw(port)
             st = array("q")
             lat = array("q")
-            errors = misses = 0
+            errors = misses = busy = 0
             raw.call_raw(cmd)
             end = pc() + int(max_s * 1e9)
             ready.set()
@@ -275,13 +277,16 @@ def _probe_loop(conn, ready, stop):
                 if r is None:
                     misses += 1
                 elif isinstance(r, RespError):
-                    errors += 1
+                    if str(r).startswith("BUSY"):
+                        busy += 1
+                    else:
+                        errors += 1
                 if t1 > end:
                     break
-            conn.send((st.tobytes(), lat.tobytes(), errors, misses, None))
+            conn.send((st.tobytes(), lat.tobytes(), errors, misses, busy, None))
         except Exception as e:  # reported to the parent
             ready.set()
-            conn.send((b"", b"", 0, 0, repr(e)))
+            conn.send((b"", b"", 0, 0, 0, repr(e)))
     for raw in raws.values():
         raw.close()
 
@@ -330,13 +335,13 @@ class Prober:
         self.stop_ev.set()
         if not self.conn.poll(70):
             raise RuntimeError("prober did not stop")
-        st, lat, errors, misses, err = self.conn.recv()
+        st, lat, errors, misses, busy, err = self.conn.recv()
         if err:
             raise RuntimeError("prober failed: " + err)
         a, b = array("q"), array("q")
         a.frombytes(st)
         b.frombytes(lat)
-        return a, b, errors, misses
+        return a, b, errors, misses, busy
 
     def close(self):
         try:
@@ -744,7 +749,7 @@ class Bench:
                 t_done = time.perf_counter_ns()
             time.sleep(0.01)
         finally:
-            st, lat, perr, pmiss = pr.end()
+            st, lat, perr, pmiss, pbusy = pr.end()
             perf.__exit__(None, None, None)
         after = srv.cmdstats()
         busy_us = sum(cmd_delta(before, after, c)["usec"] for c in sch.purge_cmds)
@@ -754,8 +759,13 @@ class Bench:
         what = "%s %s (M=%d)" % (sch.name, "PURGETAG %s" % tag if tag else "PURGE %s" % prefix, M)
         self.check(removed == M, "%s: removed %r entries" % (what, removed))
         self.check(fails == 0, "%s: no failed purge commands" % what)
-        self.check(len(st) > 0 and perr == 0 and pmiss == 0,
-                   "%s: concurrent prober got %d replies, %d errors, %d misses" % (what, len(st), perr, pmiss))
+        # A script that runs past busy-reply-threshold (5 s) makes Redis answer BUSY to
+        # everyone: what the Lua scheme does to a site on a slow machine, not a fault
+        # of the benchmark. rcache runs no script, so for it any error is one.
+        self.check(len(st) > 0 and perr == 0 and pmiss == 0 and (pbusy == 0 or sch.name != "rcache"),
+                   "%s: concurrent prober got %d replies, %d errors, %d BUSY, %d misses" % (what, len(st), perr, pbusy, pmiss))
+        if pbusy:
+            self.warn("%s: the concurrent GETs got %d BUSY replies (its script ran past busy-reply-threshold)" % (what, pbusy))
         # covered entries really are gone, a neighbour is untouched
         ents = list(wl.entries(g0, g1))
         sample = [ents[0], ents[-1], ents[len(ents) // 2]]
