@@ -113,17 +113,19 @@ impl State {
                 // Reversed: the backlog is taken from its end.
                 job.backlog = taken.into_iter().rev().collect();
             }
+            let room = n - batch.len();
             let Some((path, variants)) = job.backlog.last_mut() else { break };
-            let rest = variants.len().saturating_sub(n - batch.len());
-            // (`split_off(0)` would allocate a new vector of the same capacity.)
-            let mut taken = if rest == 0 { std::mem::take(variants) } else { variants.split_off(rest) };
-            // The path's last variant takes the path itself (most paths have one variant).
-            let last = if rest == 0 { taken.pop() } else { None };
-            batch.extend(taken.into_iter().map(|v| (path.clone(), v)));
-            batch.extend(last.map(|v| (std::mem::take(path), v)));
-            if rest == 0 {
-                job.backlog.pop();
+            if variants.len() > room {
+                let rest = variants.len() - room;
+                batch.extend(variants.split_off(rest).into_iter().map(|v| (path.clone(), v)));
+                continue;
             }
+            // The whole path fits: its last variant takes the path itself (most paths
+            // have one variant), and nothing is copied or allocated for the rest.
+            let (path, mut variants) = job.backlog.pop().unwrap_or_default();
+            let last = variants.pop();
+            batch.extend(variants.into_iter().map(|v| (path.clone(), v)));
+            batch.extend(last.map(|v| (path, v)));
         }
         Some((job.db, job.record.clone(), batch))
     }
