@@ -144,10 +144,13 @@ fn reindex(ctx: Ctx, key: &[u8], path: &[u8], variant: Variant) {
     let db = ctx.selected_db();
     let purged_while_moving = ctx.peek_string(key, |bytes| match bytes.and_then(|b| entry::decode(b).ok()) {
         Some(e) => {
+            // Queued while a load is indexed apart: no purge is pending and nothing
+            // migrates then (and the context flags cost more than the queueing).
+            if loading::queue(db, path, variant, &e.tags) {
+                return false;
+            }
             let stored_at = e.lifetime.stored_at_ms;
-            // Queued while a load is indexed apart: no purge is pending then.
-            let left_to_a_pending_purge =
-                !loading::queue(db, path, variant, &e.tags) && store::with(|s| s.index_arrival(db, path, variant, &e.tags, stored_at));
+            let left_to_a_pending_purge = store::with(|s| s.index_arrival(db, path, variant, &e.tags, stored_at));
             // Moved here (MIGRATE) after this node ran its part of a purge covering it.
             !left_to_a_pending_purge && !ctx.reads_are_side_effect_free() && cluster::purged_while_moving(db, path, &e.tags, stored_at)
         }
