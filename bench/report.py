@@ -76,14 +76,16 @@ def targets(res):
         r = level.get("schemes", {}).get("rcache", {})
         w, stall_ms = med(r.get("wall_ms")), med(r.get("stall_max_ms"))
         out.append(("RCACHE.PURGE M=%s: reply ≤ 2 ms and longest GET stall ≤ 2 ms" % format(M, ",") + note_n,
-                    "%s ms reply, %s ms stall" % (mm(r.get("wall_ms"), "%.2f"), mm(r.get("stall_max_ms"), "%.2f")),
+                    "%s ms reply, %s ms stall (idle: %s ms)" % (mm(r.get("wall_ms"), "%.2f"), mm(r.get("stall_max_ms"), "%.2f"),
+                                                                    mm(r.get("idle_max_ms"), "%.2f")),
                     st(None if w is None or stall_ms is None else (w <= 2 and stall_ms <= 2))))
     pt = res.get("purge_tag")
     if pt:
         r = pt["schemes"].get("rcache", {})
         w, stall_ms = med(r.get("wall_ms")), med(r.get("stall_max_ms"))
         out.append(("RCACHE.PURGETAG of a %s-entry tag: reply ≤ 2 ms and longest GET stall ≤ 2 ms" % format(pt["M"], ",") + note_n,
-                    "%s ms reply, %s ms stall" % (mm(r.get("wall_ms"), "%.2f"), mm(r.get("stall_max_ms"), "%.2f")),
+                    "%s ms reply, %s ms stall (idle: %s ms)" % (mm(r.get("wall_ms"), "%.2f"), mm(r.get("stall_max_ms"), "%.2f"),
+                                                                    mm(r.get("idle_max_ms"), "%.2f")),
                     st(None if w is None or stall_ms is None else (w <= 2 and stall_ms <= 2))))
     rc100 = pu.get("100000", {}).get("schemes", {}).get("rcache", {})
     w = med(rc100.get("wall_ms"))
@@ -221,7 +223,10 @@ def render(res):
         L.append("wall = client-observed time of the whole purge; busy = server time in the purge commands "
                  "(INFO commandstats usec delta: RCACHE.PURGE; the EVALSHA; SCAN + UNLINK). "
                  "× rcache = that scheme's time ÷ rcache's, pair by pair. Stall = latency of GETs another "
-                 "client issued in a tight loop while the purge ran (idle p99 for reference).\n")
+                 "client issued in a tight loop while the purge ran, until its removal was done. Idle = the same "
+                 "prober just before the purge, with no purge running; for rcache the idle window lasts as long "
+                 "as its previous drain of that size took, so its longest GET is what the machine itself shows "
+                 "over that time (the first rep's window is 30 ms).\n")
         rows = []
         purges = [(format(int(M), ","), pu[M]["schemes"]) for M in sorted(pu, key=int)]
         pt = res.get("purge_tag")
@@ -235,9 +240,10 @@ def render(res):
                 rows.append([label, name, mm(s["wall_ms"]), mm(s.get("done_ms"), "%.1f"), mm(s["busy_ms"]),
                              mm(s.get("wall_ratio_vs_rcache"), "%.1f") if name != "rcache" else "1",
                              mm(s.get("busy_ratio_vs_rcache"), "%.1f") if name != "rcache" else "1",
-                             f(med(s["stall_p99_ms"])), f(med(s["stall_max_ms"])), f(med(s["idle_p99_ms"]))])
+                             f(med(s["stall_p99_ms"])), f(med(s["stall_max_ms"])), f(med(s["idle_p99_ms"])),
+                             f(med(s.get("idle_max_ms"))), f(med(s.get("idle_window_ms")), "%.0f")])
         L.append(table(["M", "scheme", "reply ms", "done ms", "busy ms", "wall × rcache", "busy × rcache",
-                        "stall p99 ms", "stall max ms", "idle p99 ms"], rows))
+                        "stall p99 ms", "stall max ms", "idle p99 ms", "idle max ms", "idle window ms"], rows))
         L.append("")
         L.append("Prefixes purged: " + "; ".join("M=%s: %s" % (M, ", ".join("`%s`" % p for p in pu[M]["prefixes"]))
                                                   for M in sorted(pu, key=int)) + "\n")
