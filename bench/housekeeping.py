@@ -8,7 +8,9 @@ wall time of the one blocking command, next to plain Redis doing the same on the
 (one RDB file, loaded by both servers):
   - MODULE LOAD into a populated server (the module indexes the keyspace), next to the
     time plain Redis takes to load that data (DEBUG RELOAD);
-  - DEBUG RELOAD (save, flush, load) with and without the module;
+  - DEBUG RELOAD (save, flush, load) with and without the module, and with the module-API
+    floor of indexing a load instead (bench/floor/loadfloor.c: told of each key, reads it,
+    indexes nothing), so the table separates what any such module costs from rcache's own;
   - FLUSHALL ASYNC and FLUSHALL (sync) with and without the module.
 Also checks that the module's index is complete after each step (INFO rcache_entries).
 Writes a markdown table to --out (default bench/HOUSEKEEPING.md; smoke: a temp file).
@@ -16,6 +18,7 @@ Writes a markdown table to --out (default bench/HOUSEKEEPING.md; smoke: a temp f
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +31,7 @@ from bench import DEFAULT_MODULE, Server, log  # noqa: E402
 from resp import Raw, encode  # noqa: E402
 
 MODES = {"full": 1_000_000, "quick": 100_000, "smoke": 3_000}
+FLOOR_BUILD = os.path.join(HERE, "floor", "build.sh")
 VALUE = b"v" * 100
 
 
@@ -133,6 +137,11 @@ def main(argv=None):
         rdb = os.path.join(maker.dir, "dump.rdb")
         maker.stop()
         log("populated and saved %d entries in %.1fs" % (n, time.time() - t0))
+        floor_so = os.path.join(work, "loadfloor.so")
+        built = subprocess.run([FLOOR_BUILD, floor_so, "loadfloor.c"], capture_output=True, text=True)
+        if built.returncode != 0:
+            log("WARN the load floor module was not built (%s): not measured" % built.stderr.strip()[-200:])
+            floor_so = None
 
         def fresh(name, module):
             srv = ServerWith(name, work, module)
@@ -142,7 +151,7 @@ def main(argv=None):
             check(dbsize(srv) == n, "%s loaded %d keys" % (name, n))
             return srv
 
-        rows = {k: [] for k in ("module_load", "reload_plain", "reload_rcache", "flush_async_plain",
+        rows = {k: [] for k in ("module_load", "reload_plain", "reload_rcache", "reload_floor", "flush_async_plain",
                                 "flush_async_rcache", "flush_plain", "flush_rcache")}
         for rep in range(reps):
             plain = fresh("plain%d" % rep, None)
@@ -151,6 +160,12 @@ def main(argv=None):
             rows["reload_plain"].append(timed(plain, "DEBUG", "RELOAD"))
             rows["reload_rcache"].append(timed(rcache, "DEBUG", "RELOAD"))
             check(entries(rcache) == n, "index complete after DEBUG RELOAD")
+            if floor_so:
+                floor = fresh("floor%d" % rep, floor_so)
+                rows["reload_floor"].append(timed(floor, "DEBUG", "RELOAD"))
+                check(dbsize(floor) == n, "floor: %d keys after DEBUG RELOAD" % n)
+                floor.stop()
+                servers.remove(floor)
             rows["module_load"].append(timed(plain, "MODULE", "LOAD", args.module))
             check(entries(plain) == n, "index complete after MODULE LOAD")
             plain.stop()
@@ -170,7 +185,7 @@ def main(argv=None):
 
         def m(k, cpu=False):
             xs = sorted(x[1 if cpu else 0] for x in rows[k])
-            return xs[(len(xs) - 1) // 2]
+            return xs[(len(xs) - 1) // 2] if xs else None
 
         def ms(x):
             return "%.0f ms" % (x * 1000) if x >= 0.01 else "%.2f ms" % (x * 1000)
@@ -181,10 +196,10 @@ def main(argv=None):
             "`bench/housekeeping.py %s` (lower median of %d runs). Each figure is one blocking"
             " command: the wall time the client waited, and in brackets the CPU time the server's"
             " main thread spent (INFO cpu `used_cpu_*_main_thread`), which other load on the"
-            " machine does not inflate. Each row compares rcache with plain Redis doing the same"
-            " work on the same RDB file." % (args.mode, reps),
+            " machine does not inflate. Each row compares rcache (or, where it says so, the floor"
+            " module) with plain Redis doing the same work on the same RDB file." % (args.mode, reps),
             "",
-            "| operation | plain Redis | with rcache | added by rcache (main-thread CPU) |",
+            "| operation | plain Redis | with the module | added by the module (main-thread CPU) |",
             "|---|---|---|---|",
         ]
 
@@ -198,6 +213,9 @@ def main(argv=None):
                                                            "%+.0f %%" % (100.0 * added / base) if base > 0.001 else "n/a"))
 
         row("DEBUG RELOAD (save, flush, load)", "reload_plain", "reload_rcache")
+        if rows["reload_floor"]:
+            row("DEBUG RELOAD with the module-API floor of indexing a load (`floor/loadfloor.c`) in rcache's place",
+                "reload_plain", "reload_floor")
         lines.append("| MODULE LOAD into the populated server, next to plain Redis loading the same data (DEBUG RELOAD) | %s | %s | %s of the reload |"
                      % (both("reload_plain"), both("module_load"),
                         "%.0f %%" % (100.0 * m("module_load", True) / m("reload_plain", True))))
