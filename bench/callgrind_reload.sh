@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per loaded key of DEBUG RELOAD NOSAVE, per thread (callgrind runs the
 # threads one at a time, so no thread slows another here): plain Redis, the module-API
-# floor of indexing a load (floor/loadfloor.c) and rcache, on one RDB of N entries shaped
+# floor of indexing a load (floor/loadfloor.c) and rcache; and of MODULE LOAD into the
+# populated server, the floor's scan and rcache's, on one RDB of N entries shaped
 # like bench/housekeeping.py's (100 B values, every 10th tagged). Deterministic, unlike
 # the CPU times of housekeeping.py: what issue 14, item 4 is decided on.
 #   bench/callgrind_reload.sh [N, default 100000]
@@ -42,20 +43,26 @@ redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
 wait "$pid" 2>/dev/null || true
 pid=""
 
-# measure NAME [MODULE]: prints "main other" instructions per key of one DEBUG RELOAD NOSAVE
+# measure NAME reload|modload [MODULE [ARG]]: prints "main other" instructions per key of one
+# DEBUG RELOAD NOSAVE (MODULE loaded at start), or of MODULE LOAD MODULE [ARG] into the
+# populated server
 measure() {
-  local name=$1 dir="$work/$1" load=() port main=0 other=0 f ir
-  [ $# -gt 1 ] && load=(--loadmodule "$2")
+  local name=$1 what=$2 dir="$work/$1" load=() port main=0 other=0 f ir
+  [ "$what" = reload ] && [ $# -gt 2 ] && load=(--loadmodule "$3")
   mkdir "$dir"
   cp "$work/make/dump.rdb" "$dir/"
   port=$(free_port)
   valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes --callgrind-out-file="$dir/cg.out" \
     redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
-    --logfile redis.log --enable-debug-command yes "${load[@]}" >"$dir/valgrind.log" 2>&1 &
+    --logfile redis.log --enable-debug-command yes --enable-module-command yes "${load[@]}" >"$dir/valgrind.log" 2>&1 &
   pid=$!
   wait_up "$port"
   callgrind_control -i on "$pid" >/dev/null 2>&1
-  redis-cli -p "$port" debug reload nosave >/dev/null
+  if [ "$what" = reload ]; then
+    redis-cli -p "$port" debug reload nosave >/dev/null
+  else
+    [ "$(redis-cli -p "$port" module load "${@:3}")" = OK ] || { echo "callgrind_reload.sh: MODULE LOAD $3 failed" >&2; exit 1; }
+  fi
   callgrind_control -d "$pid" >/dev/null 2>&1
   [ "$(redis-cli -p "$port" dbsize)" = "$n" ] || { echo "callgrind_reload.sh: $name lost keys" >&2; exit 1; }
   redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
@@ -69,11 +76,17 @@ measure() {
   echo "$((main / n)) $((other / n))"
 }
 
-read -r plain_main plain_other <<<"$(measure plain)"
-read -r floor_main floor_other <<<"$(measure floor "$work/loadfloor.so")"
-read -r rc_main rc_other <<<"$(measure rcache "$module")"
+read -r plain_main plain_other <<<"$(measure plain reload)"
+read -r floor_main floor_other <<<"$(measure floor reload "$work/loadfloor.so")"
+read -r rc_main rc_other <<<"$(measure rcache reload "$module")"
+read -r floor_scan floor_scan_other <<<"$(measure floor-scan modload "$work/loadfloor.so" scan)"
+read -r rc_scan rc_scan_other <<<"$(measure rcache-scan modload "$module")"
 pct() { python3 -c "print('%+.0f %%' % (100.0 * ($1 - $2) / $2))"; }
-printf "%-28s %18s %16s %22s\n" "DEBUG RELOAD NOSAVE, N=$n" "main thread Ir/key" "vs plain Redis" "other threads Ir/key"
-printf "%-28s %18s %16s %22s\n" "plain Redis" "$plain_main" "" "$plain_other"
-printf "%-28s %18s %16s %22s\n" "module-API floor" "$floor_main" "$(pct "$floor_main" "$plain_main")" "$floor_other"
-printf "%-28s %18s %16s %22s\n" "rcache" "$rc_main" "$(pct "$rc_main" "$plain_main")" "$rc_other"
+share() { python3 -c "print('%.0f %% of it' % (100.0 * $1 / $2))"; }
+row() { printf "%-44s %18s %18s %22s\n" "$@"; }
+row "N=$n" "main thread Ir/key" "vs plain reload" "other threads Ir/key"
+row "DEBUG RELOAD NOSAVE, plain Redis" "$plain_main" "" "$plain_other"
+row "DEBUG RELOAD NOSAVE, module-API floor" "$floor_main" "$(pct "$floor_main" "$plain_main")" "$floor_other"
+row "DEBUG RELOAD NOSAVE, rcache" "$rc_main" "$(pct "$rc_main" "$plain_main")" "$rc_other"
+row "MODULE LOAD, module-API floor (a scan)" "$floor_scan" "$(share "$floor_scan" "$plain_main")" "$floor_scan_other"
+row "MODULE LOAD, rcache" "$rc_scan" "$(share "$rc_scan" "$plain_main")" "$rc_scan_other"

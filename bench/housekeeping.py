@@ -7,7 +7,8 @@ With N entry keys (1,000,000 full / 100,000 quick / 3,000 smoke), each measured 
 wall time of the one blocking command, next to plain Redis doing the same on the same data
 (one RDB file, loaded by both servers):
   - MODULE LOAD into a populated server (the module indexes the keyspace), next to the
-    time plain Redis takes to load that data (DEBUG RELOAD);
+    time plain Redis takes to load that data (DEBUG RELOAD), and the MODULE LOAD of the
+    floor module reading every entry key once by a scan;
   - DEBUG RELOAD (save, flush, load) with and without the module, and with the module-API
     floor of indexing a load instead (bench/floor/loadfloor.c: told of each key, reads it,
     indexes nothing), so the table separates what any such module costs from rcache's own;
@@ -151,7 +152,7 @@ def main(argv=None):
             check(dbsize(srv) == n, "%s loaded %d keys" % (name, n))
             return srv
 
-        rows = {k: [] for k in ("module_load", "reload_plain", "reload_rcache", "reload_floor", "flush_async_plain",
+        rows = {k: [] for k in ("module_load", "module_load_floor", "reload_plain", "reload_rcache", "reload_floor", "flush_async_plain",
                                 "flush_async_rcache", "flush_plain", "flush_rcache")}
         for rep in range(reps):
             plain = fresh("plain%d" % rep, None)
@@ -164,6 +165,10 @@ def main(argv=None):
                 floor = fresh("floor%d" % rep, floor_so)
                 rows["reload_floor"].append(timed(floor, "DEBUG", "RELOAD"))
                 check(dbsize(floor) == n, "floor: %d keys after DEBUG RELOAD" % n)
+                floor.stop()
+                servers.remove(floor)
+                floor = fresh("floorscan%d" % rep, None)
+                rows["module_load_floor"].append(timed(floor, "MODULE", "LOAD", floor_so, "scan"))
                 floor.stop()
                 servers.remove(floor)
             rows["module_load"].append(timed(plain, "MODULE", "LOAD", args.module))
@@ -219,6 +224,10 @@ def main(argv=None):
         lines.append("| MODULE LOAD into the populated server, next to plain Redis loading the same data (DEBUG RELOAD) | %s | %s | %s of the reload |"
                      % (both("reload_plain"), both("module_load"),
                         "%.0f %%" % (100.0 * m("module_load", True) / m("reload_plain", True))))
+        if rows["module_load_floor"]:
+            lines.append("| MODULE LOAD of the module-API floor (`floor/loadfloor.c scan`: reads every entry key once), next to the same | %s | %s | %s of the reload |"
+                         % (both("reload_plain"), both("module_load_floor"),
+                            "%.0f %%" % (100.0 * m("module_load_floor", True) / m("reload_plain", True))))
         row("FLUSHALL ASYNC", "flush_async_plain", "flush_async_rcache")
         row("FLUSHALL (sync)", "flush_plain", "flush_rcache")
         lines += ["", "Raw samples (wall s / CPU s): " + ", ".join(
