@@ -284,6 +284,28 @@ fn command_metadata_declares_the_path_key() {
     }
 }
 
+/// Every setting's default is the contract's (section "Configuration").
+#[test]
+fn settings_default_to_the_contracts_values() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let got: Vec<String> = q(&mut c, &["CONFIG", "GET", "rcache.*"]);
+    let mut pairs: Vec<(String, String)> = got.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+    pairs.sort();
+    let expected = [
+        ("rcache.cluster-timeout", "5000"),
+        ("rcache.default-grace", "0"),
+        ("rcache.default-ttl", "0"),
+        ("rcache.max-path-len", "4096"),
+        ("rcache.max-tags", "64"),
+        ("rcache.max-vary", "32"),
+        ("rcache.purge-slice-us", "1000"),
+        ("rcache.ttl-jitter", "0"),
+    ];
+    let expected: Vec<(String, String)> = expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    assert_eq!(pairs, expected);
+}
+
 #[test]
 fn settings_via_config_and_loadmodule() {
     let s = Server::start_with(&[], &["max-tags", "5"]);

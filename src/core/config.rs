@@ -42,7 +42,7 @@ pub static MAX_VARY: Setting = Setting::new("max-vary", 1, 256, 32);
 /// How long the primary that takes a cluster-wide command waits for the others (ms).
 pub static CLUSTER_TIMEOUT: Setting = Setting::new("cluster-timeout", 100, 600_000, 5000);
 
-pub static PURGE_SLICE_US: Setting = Setting::new("purge-slice-us", 100, 1_000_000, 500);
+pub static PURGE_SLICE_US: Setting = Setting::new("purge-slice-us", 100, 1_000_000, 1000);
 
 pub static SETTINGS: [&Setting; 8] =
     [&DEFAULT_TTL, &DEFAULT_GRACE, &TTL_JITTER, &MAX_PATH_LEN, &MAX_TAGS, &MAX_VARY, &PURGE_SLICE_US, &CLUSTER_TIMEOUT];
