@@ -818,7 +818,7 @@ fn error_replies_quoting_client_bytes_keep_the_server_up() {
         (&[b"RCACHE.GET", b"/p", b"\xc4\x80"], "ERR unknown option '\\xc4\\x80'"),
         (&[b"RCACHE.SET", b"/p", b"v", "\u{0a00}\u{0d00}".as_bytes()], "ERR unknown option '\\xe0\\xa8\\x80\\xe0\\xb4\\x80'"),
         (&[b"RCACHE.DEL", b"/p", b"Z\x00\r\n"], "ERR unknown option 'Z\\x00\\x0d\\x0a'"),
-        (&[b"RCACHE.LIST", b"/p", b"\xff"], "ERR unknown option '\\xef\\xbf\\xbd'"),
+        (&[b"RCACHE.LIST", b"/p", b"\xff"], "ERR unknown option '\\xff'"),
         (&[b"RCACHE.KEY", b"/p", &[b'x'; 100_000]], &format!("ERR unknown option '{}...'", "x".repeat(64))),
     ];
     for (req, want) in cases {

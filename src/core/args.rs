@@ -64,6 +64,31 @@ fn parse_positive(arg: &[u8]) -> Option<i64> {
 }
 
 /// An integer option in `min..=max` (a plain decimal, `0` allowed when `min` is 0).
+/// Bytes as error replies show them: any byte outside printable ASCII is written `\xNN`,
+/// so a reply is safe to log and shows the bytes that were sent.
+pub fn printable(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if (0x20..0x7f).contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// A client's argument quoted in an error reply: at most 64 bytes of it (it may be
+/// hundreds of megabytes), then `...`, as [`printable`] writes them.
+pub fn quote(arg: &[u8]) -> String {
+    const SHOWN: usize = 64;
+    let mut out = printable(&arg[..arg.len().min(SHOWN)]);
+    if arg.len() > SHOWN {
+        out.push_str("...");
+    }
+    out
+}
+
 fn parse_in_range(option: &str, arg: &[u8], min: i64, max: i64) -> ArgResult<i64> {
     let n = if arg == b"0" { Some(0) } else { parse_positive(arg) };
     n.filter(|n| (min..=max).contains(n)).ok_or_else(|| format!("ERR {option} must be an integer from {min} to {max}"))
@@ -152,9 +177,7 @@ impl<'a, 'b> Options<'a, 'b> {
         let Some(arg) = self.args.get(self.at) else { return Ok(None) };
         self.at += 1;
         let Some((i, &name)) = known.iter().enumerate().find(|(_, k)| k.as_bytes().eq_ignore_ascii_case(arg)) else {
-            // Quote a bounded part: the argument may be hundreds of megabytes.
-            let more = if arg.len() > 64 { "..." } else { "" };
-            return err(format!("unknown option '{}{more}'", String::from_utf8_lossy(&arg[..arg.len().min(64)])));
+            return err(format!("unknown option '{}'", quote(arg)));
         };
         let bit = 1u64 << (i % 64);
         if self.seen & bit != 0 {
@@ -373,6 +396,16 @@ mod tests {
         let owned = a(s);
         let refs: Vec<&[u8]> = owned.iter().map(|v| v.as_slice()).collect();
         parse_set(&refs, &LIMITS).map(|r| (r.ttl_ms, r.tags.iter().map(|t| t.to_vec()).collect(), r.variant.vary.len(), r.variant.query.to_vec()))
+    }
+
+    #[test]
+    fn quoted_arguments_show_the_bytes_sent_and_at_most_64() {
+        assert_eq!(quote(b"NX"), "NX");
+        assert_eq!(quote(b"a\xffb\x00\r\n"), "a\\xffb\\x00\\x0d\\x0a");
+        assert_eq!(quote("\u{100}".as_bytes()), "\\xc4\\x80");
+        assert_eq!(quote(&[b'x'; 64]), "x".repeat(64));
+        assert_eq!(quote(&[b'x'; 65]), format!("{}...", "x".repeat(64)));
+        assert_eq!(quote(&[0xff; 100]), format!("{}...", "\\xff".repeat(64)));
     }
 
     #[test]

@@ -56,15 +56,7 @@ fn run(ctx: Ctx, argv: Argv<'_>, name: &str, handler: fn(Ctx, &[&[u8]]) -> ArgRe
 /// `as u8` and aborts the server when that yields a NUL (a quoted 'Ā', U+0100, did), so
 /// replies are kept to printable ASCII: any other byte is written `\xNN`.
 pub fn printable(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len());
-    for &b in msg.as_bytes() {
-        if (0x20..0x7f).contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
+    args::printable(msg.as_bytes())
 }
 
 /// One type per command, for its raw entry point (`ffi::entry_point`).
@@ -585,10 +577,7 @@ fn check_write_permission<'a>(user: &AclUser, paths: impl Iterator<Item = &'a [u
     let mut last: Option<&[u8]> = None;
     for path in paths {
         if last != Some(path) && !user.may_write(path) {
-            return Err(format!(
-                "NOPERM this user has no permission to remove entries under '{}'",
-                String::from_utf8_lossy(path)
-            ));
+            return Err(format!("NOPERM this user has no permission to remove entries under '{}'", args::quote(path)));
         }
         last = Some(path);
     }
