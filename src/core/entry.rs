@@ -54,6 +54,20 @@ pub struct Lifetime {
     pub grace_s: u32,
 }
 
+impl Lifetime {
+    /// Milliseconds of freshness left at `now_ms` (at least 1 while fresh), when the
+    /// entry has a fresh lifetime of its own. Saturating: the times are read from bytes
+    /// anyone with plain SET or RESTORE can write.
+    pub fn fresh_left_ms(&self, now_ms: i64) -> Option<i64> {
+        (self.fresh_until_ms > 0).then(|| i64::try_from(self.fresh_until_ms).unwrap_or(i64::MAX).saturating_sub(now_ms).max(1))
+    }
+
+    /// Milliseconds since the entry was stored (0 for a time in the future).
+    pub fn age_ms(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(i64::try_from(self.stored_at_ms).unwrap_or(i64::MAX)).max(0)
+    }
+}
+
 /// The fixed part of an entry's header: enough for GET and LOOKUP, without the tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
@@ -285,6 +299,20 @@ pub(crate) mod tests {
         }
         out.extend_from_slice(value);
         out
+    }
+
+    #[test]
+    fn times_from_any_bytes_saturate() {
+        let life = |stored_at_ms, fresh_until_ms| Lifetime { stored_at_ms, fresh_until_ms, grace_s: 0 };
+        assert_eq!(life(1_000, 5_000).fresh_left_ms(2_000), Some(3_000));
+        assert_eq!(life(1_000, 5_000).fresh_left_ms(5_000), Some(1));
+        assert_eq!(life(1_000, 0).fresh_left_ms(2_000), None);
+        assert_eq!(life(1_000, 5_000).age_ms(2_000), 1_000);
+        assert_eq!(life(3_000, 5_000).age_ms(2_000), 0);
+        // Written by hand: past i64::MAX, which a plain subtraction would overflow.
+        assert_eq!(life(u64::MAX, 1 << 63).fresh_left_ms(2_000), Some(i64::MAX - 2_000));
+        assert_eq!(life(u64::MAX, u64::MAX).age_ms(2_000), 0);
+        assert_eq!(life(1 << 63, 0).age_ms(i64::MAX), 0);
     }
 
     #[test]

@@ -282,9 +282,11 @@ fn reply_lookup(ctx: Ctx, key: &Key, found: Option<&Header>, if_none_match: Opti
     let state = h.state(now);
     let ttl = match state {
         State::Stale => 0,
-        State::Fresh if h.lifetime.fresh_until_ms > 0 => (h.lifetime.fresh_until_ms as i64 - now).max(1),
-        // No fresh lifetime of its own: a v1 entry is fresh until its key expires.
-        State::Fresh => key.abs_expire().filter(|_| h.version == 1).map_or(-1, |at| (at - now).max(1)),
+        State::Fresh => match h.lifetime.fresh_left_ms(now) {
+            Some(left) => left,
+            // No fresh lifetime of its own: a v1 entry is fresh until its key expires.
+            None => key.abs_expire().filter(|_| h.version == 1).map_or(-1, |at| at.saturating_sub(now).max(1)),
+        },
     };
     match state {
         State::Fresh => {
@@ -303,7 +305,7 @@ fn reply_lookup(ctx: Ctx, key: &Key, found: Option<&Header>, if_none_match: Opti
         ctx.reply_bulk(bytes.get(h.value_at..).unwrap_or_default());
     }
     ctx.reply_bulk(etag);
-    ctx.reply_i64((now - h.lifetime.stored_at_ms as i64).max(0));
+    ctx.reply_i64(h.lifetime.age_ms(now));
     ctx.reply_i64(ttl);
     reply_lease(ctx, lease);
 }
