@@ -222,11 +222,16 @@ extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut std::ffi::c_vo
     });
 }
 
+/// A waiter must get a reply from these callbacks, or its connection waits forever.
+fn reply_internal_error(ctx: Ctx) {
+    ctx.reply_error("ERR internal error answering LOOKUP WAIT; see the server log");
+}
+
 /// A released waiter: answered as a fresh LOOKUP would be, plus the lease it was
 /// handed if that lease is still live.
 extern "C" fn on_reply(ctx: *mut raw::RedisModuleCtx, argv: *mut *mut raw::RedisModuleString, argc: c_int) -> c_int {
     let ctx = Ctx::from_raw(ctx);
-    guarded(ctx, "lease waiter reply", || (), || {
+    guarded(ctx, "lease waiter reply", || reply_internal_error(ctx), || {
         let args = ffi::callback_args(argv, argc);
         let token = match ctx.blocked_data::<Outcome>() {
             Some(Outcome::Handed(token)) => Some(*token),
@@ -245,7 +250,7 @@ extern "C" fn on_reply(ctx: *mut raw::RedisModuleCtx, argv: *mut *mut raw::Redis
 /// A waiter's WAIT ran out: `MISS` with no lease.
 extern "C" fn on_timeout(ctx: *mut raw::RedisModuleCtx, _argv: *mut *mut raw::RedisModuleString, _argc: c_int) -> c_int {
     let ctx = Ctx::from_raw(ctx);
-    guarded(ctx, "lease wait timeout", || (), || {
+    guarded(ctx, "lease wait timeout", || reply_internal_error(ctx), || {
         if let Some(bc) = ctx.blocked_handle::<Outcome>() {
             // Redis skips this callback for a client we already released, and the
             // map makes sure a handle is released once whatever the order.
