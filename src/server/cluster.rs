@@ -400,7 +400,9 @@ fn act(ctx: Ctx, id: u64) {
             send_all(ctx, &asked, &Message::Request(Request { id, issued_ms, deadline_ms, db, op }));
         }
         Err(e) => {
-            if let Some(p) = state().table.remove(id) {
+            // Unblocked with the table's lock released: nothing is held across a call into Redis.
+            let pending = state().table.remove(id);
+            if let Some(p) = pending {
                 p.waiter.client.unblock(Some(Box::new(Finished { job: p.waiter.job, outcome: Outcome::Error(e) })));
             }
         }

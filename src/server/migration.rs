@@ -31,7 +31,9 @@ unsafe extern "C" fn on_command(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     guarded(Ctx::detached(), "MIGRATE filter", || (), || {
         let command = FilteredCommand::from_raw(fctx);
         if migrate::is_migrate(command.arg(0)) {
-            command.apply(&migrate::keep_keys(&command.args(), hidden_here));
+            // The edits are worked out before applying them frees the arguments they read.
+            let edits = migrate::keep_keys(&command.args(), hidden_here);
+            command.apply(&edits);
         }
     });
 }
