@@ -100,19 +100,23 @@ const DOCS: [(&CStr, CommandDoc); 10] = [
 ];
 
 extern "C" fn get_setting(_name: *const c_char, privdata: *mut c_void) -> c_longlong {
-    unsafe { &*privdata.cast::<Setting>() }.get()
+    guarded(Ctx::detached(), "reading a setting", || 0, || unsafe { &*privdata.cast::<Setting>() }.get())
 }
 
 extern "C" fn set_setting(_name: *const c_char, value: c_longlong, privdata: *mut c_void, _err: *mut *mut raw::RedisModuleString) -> c_int {
     // Redis has already checked the range it was registered with.
-    match unsafe { &*privdata.cast::<Setting>() }.set(value) {
+    let set = guarded(Ctx::detached(), "changing a setting", || Err(()), || unsafe { &*privdata.cast::<Setting>() }.set(value).map_err(drop));
+    match set {
         Ok(()) => raw::REDISMODULE_OK as c_int,
-        Err(_) => raw::REDISMODULE_ERR as c_int,
+        Err(()) => raw::REDISMODULE_ERR as c_int,
     }
 }
 
 extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
-    let info = InfoCtx::from_raw(ctx);
+    guarded(Ctx::detached(), "INFO", || (), || add_info(InfoCtx::from_raw(ctx)));
+}
+
+fn add_info(info: InfoCtx) {
     // A crash report may be written while the state is locked: report no index figures then.
     let totals = std::panic::catch_unwind(|| store::peek(|s| (s.totals(), s.leases.table.live() as u64))).ok();
     info.section();
