@@ -197,6 +197,9 @@ fn get_on_foreign_keys_is_an_error_not_a_crash() {
     q::<()>(&mut c, &["SET", "rcache:{/plain}:-:-", "not an entry"]);
     q::<()>(&mut c, &["RPUSH", "rcache:{/list}:-:-", "x"]);
     assert_eq!(q_err(&mut c, &["RCACHE.GET", "/plain"]), "ERR key holds a string that is not an rcache entry");
+    assert!(q_err(&mut c, &["RCACHE.LOOKUP", "/plain"]).starts_with("ERR key holds a string"));
+    // Reading it did not rewrite it: a short string read in place would be unshared.
+    assert_eq!(q::<String>(&mut c, &["OBJECT", "ENCODING", "rcache:{/plain}:-:-"]), "embstr");
     assert!(q_err(&mut c, &["RCACHE.GET", "/list"]).starts_with("WRONGTYPE"));
     let i = info(&mut c);
     assert_eq!((i["hits"].as_str(), i["misses"].as_str()), ("0", "0"), "rejected commands move no counter");

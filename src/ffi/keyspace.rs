@@ -8,13 +8,7 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use redis_module::raw;
 
-use super::{string_bytes, Ctx};
-
-/// Strings up to this many bytes may be stored `int`- or `embstr`-encoded, and
-/// `RedisModule_StringDMA` "unshares" those: it replaces the key's value (a keyspace
-/// write, which also resets its LRU clock). Longer strings are always `raw` and are
-/// read in place. Every entry layout is longer than this (v1: a 50-byte fixed header).
-const SHARED_ENCODING_MAX: usize = 44;
+use super::{string_bytes, Ctx, SHARED_ENCODING_MAX};
 
 /// The bytes of a string value that can be read in place, from an open key handle:
 /// `None` for an empty key, another type, or a string too short to be an entry.

@@ -131,6 +131,13 @@ impl Drop for RString {
     }
 }
 
+/// Strings up to this many bytes may be stored `int`- or `embstr`-encoded, and
+/// `RedisModule_StringDMA` "unshares" those: it replaces the key's value (a keyspace
+/// write, which also resets its LRU clock). Longer strings are always `raw` and are
+/// read in place. Every entry layout is longer than this (v1: a 50-byte fixed header),
+/// and purge records are padded to the same length.
+const SHARED_ENCODING_MAX: usize = 44;
+
 /// Borrows the bytes of a Redis string (argument, key name).
 pub fn string_bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
     if s.is_null() {
@@ -174,10 +181,14 @@ impl Key {
         }
     }
 
-    /// The stored bytes of a string key, without copying them.
+    /// The stored bytes of a string key, without copying them; empty for a string too
+    /// short to be an entry (or a purge record), which is not read in place.
     pub fn string(&self) -> Option<&[u8]> {
         if self.kind() != KeyKind::String {
             return None;
+        }
+        if unsafe { rm!(RedisModule_ValueLength(self.0)) } <= SHARED_ENCODING_MAX {
+            return Some(&[]);
         }
         let mut len = 0usize;
         let p = unsafe { rm!(RedisModule_StringDMA(self.0, &mut len, raw::REDISMODULE_READ as c_int)) };
