@@ -214,7 +214,7 @@ fn get_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
     let key = open_entry(ctx, req.path, &ctx.string(&entry_key_name(req.path, &variant)), false)?;
     match entry_header(ctx, &key, req.path, &variant)? {
         Some(h) if h.state(ffi::milliseconds()) == State::Fresh => {
-            ctx.reply_bulk(&key.string().unwrap_or_default()[h.value_at..]);
+            ctx.reply_bulk(key.string().and_then(|b| b.get(h.value_at..)).unwrap_or_default());
             bump(&STATS.hits, 1);
         }
         // A stale entry is a miss for GET.
@@ -275,7 +275,7 @@ pub fn answer_timed_out_waiter(ctx: Ctx) {
 /// the lease token granted to this caller, if any. Counts the answer in INFO.
 fn reply_lookup(ctx: Ctx, key: &Key, found: Option<&Header>, if_none_match: Option<&[u8]>, lease: Option<&[u8]>) {
     let Some(h) = found else { return reply_miss(ctx, lease) };
-    ctx.reply_array(6);
+    // Everything is worked out before the first part of the reply goes out.
     let now = ffi::milliseconds();
     let bytes = key.string().unwrap_or_default();
     let etag = bytes.get(h.etag.clone()).unwrap_or_default();
@@ -288,6 +288,8 @@ fn reply_lookup(ctx: Ctx, key: &Key, found: Option<&Header>, if_none_match: Opti
             None => key.abs_expire().filter(|_| h.version == 1).map_or(-1, |at| at.saturating_sub(now).max(1)),
         },
     };
+    let age = h.lifetime.age_ms(now);
+    ctx.reply_array(6);
     match state {
         State::Fresh => {
             bump(&STATS.hits, 1);
@@ -305,7 +307,7 @@ fn reply_lookup(ctx: Ctx, key: &Key, found: Option<&Header>, if_none_match: Opti
         ctx.reply_bulk(bytes.get(h.value_at..).unwrap_or_default());
     }
     ctx.reply_bulk(etag);
-    ctx.reply_i64(h.lifetime.age_ms(now));
+    ctx.reply_i64(age);
     ctx.reply_i64(ttl);
     reply_lease(ctx, lease);
 }
