@@ -202,7 +202,7 @@ impl Key {
     /// in place (one copy, no intermediate buffer), keeping any TTL. A string of that
     /// size already there is overwritten where it is; anything else is deleted first,
     /// so the new string is allocated at its exact size (growing one would over-allocate).
-    pub fn write_string(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+    pub fn write_string(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
         if self.string().is_none_or(|s| s.len() != len) {
             if self.kind() != KeyKind::Empty && !self.delete() {
                 return false;
@@ -223,7 +223,7 @@ impl Key {
 
     /// Overwrites `bytes.len()` bytes at `offset` of a string key in place (Redis
     /// unshares the string first); false if the key is no string that long.
-    pub fn patch_string(&self, offset: usize, bytes: &[u8]) -> bool {
+    pub fn patch_string(&mut self, offset: usize, bytes: &[u8]) -> bool {
         if self.kind() != KeyKind::String {
             return false;
         }
@@ -246,15 +246,15 @@ impl Key {
         (ttl >= 0).then(|| milliseconds().saturating_add(ttl))
     }
 
-    pub fn remove_expire(&self) -> bool {
+    pub fn remove_expire(&mut self) -> bool {
         unsafe { rm!(RedisModule_SetExpire(self.0, raw::REDISMODULE_NO_EXPIRE as c_longlong)) == raw::REDISMODULE_OK as c_int }
     }
 
-    pub fn set_abs_expire(&self, at_ms: i64) -> bool {
+    pub fn set_abs_expire(&mut self, at_ms: i64) -> bool {
         unsafe { rm!(RedisModule_SetAbsExpire(self.0, at_ms)) == raw::REDISMODULE_OK as c_int }
     }
 
-    pub fn delete(&self) -> bool {
+    pub fn delete(&mut self) -> bool {
         unsafe { rm!(RedisModule_DeleteKey(self.0)) == raw::REDISMODULE_OK as c_int }
     }
 }

@@ -143,7 +143,7 @@ fn set_impl(ctx: Ctx, argv: &[&[u8]]) -> ArgResult<Reply> {
         }
     }
     let replaced_untagged_entry = {
-        let open = open_entry(ctx, req.path, &key, true)?;
+        let mut open = open_entry(ctx, req.path, &key, true)?;
         // An entry already here is already indexed (the index follows the keyspace, and
         // a pending re-read covers one written by a plain SET): refreshing an untagged
         // entry without tags needs no index work, the common case for a cache.
@@ -521,7 +521,7 @@ fn soften_keys(ctx: Ctx, db: i32, keys: Vec<Vec<u8>>) -> u64 {
     let (mut softened, mut removed) = (0, Vec::new());
     for name in keys {
         let key = ctx.string(&name);
-        let open = ctx.open_key(&key, true);
+        let mut open = ctx.open_key(&key, true);
         let Some(Ok(header)) = open.string().map(entry::header) else { continue };
         if open.string().is_some_and(|bytes| purges::hides_key(db, &name, bytes)) {
             continue;
@@ -597,7 +597,7 @@ pub fn delete_keys(ctx: Ctx, keys: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     let db = ctx.selected_db();
     for name in keys {
         let key = ctx.string(&name);
-        let open = ctx.open_key(&key, true);
+        let mut open = ctx.open_key(&key, true);
         // An entry a pending purge hid is that purge's to remove (and count).
         let hidden = || open.string().is_some_and(|bytes| purges::hides_key(db, &name, bytes));
         if open.kind() != KeyKind::Empty && !hidden() && open.delete() {

@@ -177,7 +177,7 @@ pub fn hide_covered(d: &mut DbIndex, job: u64, target: &Target) -> usize {
 fn write_record(ctx: Ctx, key: &[u8], record: &PurgeRecord) -> bool {
     let bytes = record.encode();
     let name = ctx.string(key);
-    let open = ctx.open_key(&name, true);
+    let mut open = ctx.open_key(&name, true);
     // Replaces whatever is there, TTL included, as SET does.
     let written = open.write_string(bytes.len(), |out| out.copy_from_slice(&bytes)) && open.remove_expire();
     drop(open);
@@ -369,7 +369,7 @@ fn run_slice(ctx: Ctx) {
         let mut paths = Vec::with_capacity(batch.len());
         for (path, variant) in &batch {
             let key = ctx.string(&entry_key_name(path, variant));
-            let open = ctx.open_key(&key, true);
+            let mut open = ctx.open_key(&key, true);
             // Only what the purge covers (it hid this entry): a SET since then stored a
             // newer entry here.
             let covered = open.kind() == KeyKind::String
