@@ -63,7 +63,6 @@ fn parse_positive(arg: &[u8]) -> Option<i64> {
     })
 }
 
-/// An integer option in `min..=max` (a plain decimal, `0` allowed when `min` is 0).
 /// Bytes as error replies show them: any byte outside printable ASCII is written `\xNN`,
 /// so a reply is safe to log and shows the bytes that were sent.
 pub fn printable(bytes: &[u8]) -> String {
@@ -89,6 +88,7 @@ pub fn quote(arg: &[u8]) -> String {
     out
 }
 
+/// An integer option in `min..=max` (a plain decimal, `0` allowed when `min` is 0).
 fn parse_in_range(option: &str, arg: &[u8], min: i64, max: i64) -> ArgResult<i64> {
     let n = if arg == b"0" { Some(0) } else { parse_positive(arg) };
     n.filter(|n| (min..=max).contains(n)).ok_or_else(|| format!("ERR {option} must be an integer from {min} to {max}"))
