@@ -8,21 +8,7 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use redis_module::raw;
 
-use super::{string_bytes, Ctx, SHARED_ENCODING_MAX};
-
-/// The bytes of a string value that can be read in place, from an open key handle:
-/// `None` for an empty key, another type, or a string too short to be an entry.
-fn readable_string<'a>(key: *mut raw::RedisModuleKey) -> Option<&'a [u8]> {
-    if key.is_null() || unsafe { rm!(RedisModule_KeyType(key)) } as isize != raw::REDISMODULE_KEYTYPE_STRING {
-        return None;
-    }
-    if unsafe { rm!(RedisModule_ValueLength(key)) } <= SHARED_ENCODING_MAX {
-        return None;
-    }
-    let mut len = 0usize;
-    let p = unsafe { rm!(RedisModule_StringDMA(key, &mut len, raw::REDISMODULE_READ as c_int)) };
-    (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) })
-}
+use super::{readable_string, string_bytes, Ctx};
 
 impl Ctx {
     /// Calls `f` with the stored bytes of the key `name` in the selected database, or

@@ -138,6 +138,20 @@ impl Drop for RString {
 /// and purge records are padded to the same length.
 const SHARED_ENCODING_MAX: usize = 44;
 
+/// The bytes of a string value that can be read in place, from an open key handle:
+/// `None` for an empty key, another type, or a string too short to be an entry.
+fn readable_string<'a>(key: *mut raw::RedisModuleKey) -> Option<&'a [u8]> {
+    if key.is_null() || unsafe { rm!(RedisModule_KeyType(key)) } as isize != raw::REDISMODULE_KEYTYPE_STRING {
+        return None;
+    }
+    if unsafe { rm!(RedisModule_ValueLength(key)) } <= SHARED_ENCODING_MAX {
+        return None;
+    }
+    let mut len = 0usize;
+    let p = unsafe { rm!(RedisModule_StringDMA(key, &mut len, raw::REDISMODULE_READ as c_int)) };
+    (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) })
+}
+
 /// Borrows the bytes of a Redis string (argument, key name).
 pub fn string_bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
     if s.is_null() {
@@ -181,21 +195,10 @@ impl Key {
         }
     }
 
-    /// The stored bytes of a string key, without copying them; empty for a string too
-    /// short to be an entry (or a purge record), which is not read in place.
+    /// The stored bytes of a string key, without copying them: `None` for no string or
+    /// one too short to be an entry (or a purge record), which is not read in place.
     pub fn string(&self) -> Option<&[u8]> {
-        if self.kind() != KeyKind::String {
-            return None;
-        }
-        if unsafe { rm!(RedisModule_ValueLength(self.0)) } <= SHARED_ENCODING_MAX {
-            return Some(&[]);
-        }
-        let mut len = 0usize;
-        let p = unsafe { rm!(RedisModule_StringDMA(self.0, &mut len, raw::REDISMODULE_READ as c_int)) };
-        if p.is_null() {
-            return Some(&[]);
-        }
-        Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) })
+        readable_string(self.0)
     }
 
     /// Replaces whatever the key holds with a string of `len` bytes that `fill` writes
